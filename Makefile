@@ -1,0 +1,31 @@
+# Set-up and the everyday commands. `make quickstart` and `make test` create ./.venv with every
+# dependency from requirements.txt when it is missing (or older than requirements.txt).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.requirements-installed
+
+.PHONY: quickstart test test-fast bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q --upgrade pip
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	touch $(STAMP)
+
+quickstart: $(STAMP)
+	$(PY) -m supcon_tf.quickstart --model_dir=runs/quickstart --overwrite
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+bench: $(STAMP)
+	$(PY) bench/loss.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,105 @@
+"""Distribution strategies and the cross-replica gather the losses rely on.
+
+Everything TensorFlow-specific about distribution lives here. Library code asks two questions:
+
+* `make_strategy(name, ...)`: which `tf.distribute.Strategy` to run under.
+* `gather_global(*tensors)`: inside a replica, the global batch (every replica's rows
+  concatenated in replica order) and where this replica's rows start in it.
+
+`gather_global` uses `ReplicaContext.all_gather`, whose gradient is exact: the gradients that
+every replica sends to the gathered tensor are summed and the local rows sliced out, with no
+division by the replica count. A loss computed from local anchors against the gathered batch
+therefore has the same per-sample values and gradients as the single-device computation over the
+whole batch. Under a non-TensorFlow Keras backend (e.g. JAX for GPU benchmarks) there is no
+replica context and the inputs are returned unchanged.
+"""
+
+import keras
+
+STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
+
+
+def make_strategy(name="default", tpu=None, devices=None):
+    """Creates a `tf.distribute.Strategy` by name.
+
+    Args:
+        name: One of `STRATEGIES`. "default" is the no-op strategy (one device), "mirrored"
+            synchronous data parallelism over the local GPUs (or `devices`), "multiworker"
+            `MultiWorkerMirroredStrategy` configured from the `TF_CONFIG` environment variable,
+            "tpu" a `TPUStrategy` on the TPU named by `tpu`.
+        tpu: TPU name or address for "tpu" ("" or "local" for a TPU VM).
+        devices: Optional list of device strings for "mirrored", e.g. `["/cpu:0", "/cpu:1"]`.
+
+    Returns:
+        A `tf.distribute.Strategy`.
+
+    Raises:
+        ValueError: `name` is unknown, or `tpu` is missing for "tpu".
+    """
+    import tensorflow as tf
+
+    if name not in STRATEGIES:
+        raise ValueError(
+            f"Unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}.")
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        if tpu is None:
+            raise ValueError(
+                "Strategy 'tpu' needs a TPU address: pass --tpu=<name or grpc://address> "
+                "(--tpu=local on a TPU VM).")
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+            tpu="" if tpu == "local" else tpu)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+
+
+def _replica_context():
+    """Returns the current multi-replica `ReplicaContext`, or None when there is nothing to gather."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    if tf.distribute.in_cross_replica_context():
+        return None
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None
+    return context
+
+
+def num_replicas_in_sync():
+    """Number of replicas training in lock-step (1 outside a multi-replica context)."""
+    context = _replica_context()
+    return 1 if context is None else context.num_replicas_in_sync
+
+
+def gather_global(*tensors):
+    """Concatenates tensors along axis 0 over every replica, with exact gradients.
+
+    Args:
+        *tensors: Tensors whose leading axis is this replica's batch, `[local_batch, ...]`; they
+            all share that leading size. Replicas may hold different local batch sizes.
+
+    Returns:
+        `(gathered, offset)`: `gathered` is a tuple with one `[global_batch, ...]` tensor per
+        input (replica 0's rows first), `offset` an int32 scalar, the index of this replica's
+        first row in the global batch. Outside a multi-replica context the inputs are returned
+        as they are with offset 0.
+    """
+    context = _replica_context()
+    if context is None:
+        return tuple(tensors), 0
+    import tensorflow as tf
+
+    local_size = tf.shape(tensors[0])[:1]
+    sizes = context.all_gather(local_size, axis=0)  # [num_replicas]
+    replica_id = tf.cast(context.replica_id_in_sync_group, tf.int32)
+    offset = tf.reduce_sum(sizes[:replica_id])
+    gathered = tuple(context.all_gather(t, axis=0) for t in tensors)
+    return gathered, offset
