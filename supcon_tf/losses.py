@@ -1,0 +1,801 @@
+"""Contrastive losses: SupCon (Khosla et al., 2020) and the baselines the paper compares with.
+
+Every loss is written twice, as Keras does: a function that does the math and returns one value
+per sample (float32 `[batch]`), and a thin registered `keras.losses.Loss` that averages it over
+the batch and round-trips through `get_config`.
+
+The per-step math is written in `keras.ops`, so it runs on every Keras 3 backend (the GPU
+benchmarks run it under JAX). The one TensorFlow-specific piece, the cross-replica gather, lives in
+`supcon_tf.distribute`: inside a `tf.distribute` replica context with several replicas each loss
+contrasts the local anchors against the *global* batch, with exact gradients, so per-sample losses
+and gradients equal the single-device computation over the whole batch.
+
+Layout. Features arrive as `[batch, views, dim]`. Inside, the views are laid out view-major:
+anchor row `v * local_batch + i` is view `v` of local sample `i`, contrast column
+`v * global_batch + j` is view `v` of global sample `j`. This replica's sample `i` is global
+sample `offset + i`.
+
+Numerics. Everything runs in float32 whatever the input dtype (fp16/bf16 inputs are cast first).
+Log-sum-exps subtract their row maximum under `stop_gradient` (the maximum only shifts the value
+and must not receive gradient), and masked entries are excluded with `where` before `exp`, so no
+anchor produces NaN or Inf: an anchor with no positive (a one-view sample whose label is unique in
+the batch) has an undefined loss and contributes 0, as does an anchor whose denominator is empty
+(`denominator="only_negatives"` in a batch with a single label).
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from supcon_tf import distribute
+
+CONTRAST_MODES = ("all_views", "one_view")
+SUMMATIONS = ("outside", "inside")
+DENOMINATORS = ("all", "one_positive", "only_negatives")
+TRIPLET_MININGS = ("semi_hard", "batch_hard")
+
+
+# ----------------------------------------------------------------------------------------------
+# Input validation and the global batch.
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(
+            f"Unknown {name} {value!r}; use one of: {', '.join(repr(c) for c in choices)}.")
+
+
+def _check_positive(name, value):
+    if isinstance(value, (int, float)) and not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}.")
+
+
+def _concrete(tensor):
+    """Returns the numpy value of `tensor` when it is concrete (eager), else None."""
+    try:
+        return ops.convert_to_numpy(tensor)
+    except Exception:  # Symbolic tensor inside a traced function: no value to check.
+        return None
+
+
+def _prepare_features(features):
+    """Validates features and returns them as float32 `[batch, views, dim]`.
+
+    Args:
+        features: float `[batch, views, dim, ...]`; trailing dims after `views` are flattened.
+
+    Returns:
+        `(features, num_views)`: float32 `[batch, views, dim]` and the static view count.
+    """
+    features = ops.convert_to_tensor(features)
+    shape = tuple(features.shape)
+    if len(shape) < 3:
+        raise ValueError(
+            f"features must be [batch, num_views, dim], got shape {shape}: add the views axis "
+            "(e.g. features[:, None, :] for one view, or stack the views on axis 1).")
+    num_views = shape[1]
+    if num_views is None or num_views < 1:
+        raise ValueError(
+            f"features need a static number of views >= 1 on axis 1, got shape {shape}.")
+    features = ops.cast(features, "float32")
+    if len(shape) > 3:
+        dim = math.prod(shape[2:]) if None not in shape[2:] else -1
+        features = ops.reshape(features, (-1, num_views, dim))
+    return features, num_views
+
+
+def _prepare_labels(labels, features):
+    """Validates labels and returns them as int32 `[batch]` class ids (None stays None).
+
+    Args:
+        labels: None, int (or integral float) `[batch]` or `[batch, 1]`, or one-hot
+            `[batch, num_classes]`.
+        features: float32 `[batch, views, dim]`, for the batch size.
+
+    Returns:
+        int32 `[batch]`, or None.
+    """
+    if labels is None:
+        return None
+    labels = ops.convert_to_tensor(labels)
+    shape = tuple(labels.shape)
+    if len(shape) == 0 or len(shape) > 2:
+        raise ValueError(
+            f"labels must be [batch], [batch, 1] or one-hot [batch, num_classes], got shape "
+            f"{shape}: flatten them to one class id per sample.")
+    batch = features.shape[0]
+    if shape[0] is not None and batch is not None and shape[0] != batch:
+        raise ValueError(
+            f"labels have batch size {shape[0]} but features have {batch}: pass one label per "
+            "sample (not one per view).")
+    if len(shape) == 2 and shape[1] != 1:
+        value = _concrete(labels)
+        if value is not None:
+            rows_ok = ((value == 0) | (value == 1)).all(axis=1) & (value.sum(axis=1) == 1)
+            if not rows_ok.all():
+                bad = int((~rows_ok).argmax())
+                raise ValueError(
+                    f"labels of shape {shape} are read as one-hot, but row {bad} is "
+                    f"{value[bad].tolist()}: pass int class ids of shape [batch] or exact "
+                    "one-hot rows.")
+        return ops.cast(ops.argmax(labels, axis=1), "int32")
+    return ops.cast(ops.reshape(labels, (-1,)), "int32")
+
+
+def _global_batch(features, labels):
+    """Gathers features and class ids over replicas.
+
+    Args:
+        features: float32 `[local_batch, views, dim]`.
+        labels: int32 `[local_batch]` or None (every sample its own class).
+
+    Returns:
+        `(global_features, local_ids, global_ids, offset)`: float32 `[global_batch, views, dim]`,
+        int32 `[local_batch]` and `[global_batch]` class ids (the global sample index when labels
+        are None, so ids never collide across replicas), and this replica's first global row.
+    """
+    if labels is None:
+        (global_features,), offset = distribute.gather_global(features)
+        local_ids = ops.arange(ops.shape(features)[0], dtype="int32") + offset
+        global_ids = ops.arange(ops.shape(global_features)[0], dtype="int32")
+    else:
+        (global_features, global_ids), offset = distribute.gather_global(features, labels)
+        local_ids = labels
+    # all_gather loses the static shape; the views axis must stay static.
+    global_features = ops.reshape(global_features, (-1,) + tuple(
+        -1 if d is None else d for d in features.shape[1:]))
+    return global_features, local_ids, global_ids, offset
+
+
+def _view_major(features):
+    """float `[batch, views, dim]` -> `[views * batch, dim]`, row `v * batch + i`."""
+    return ops.reshape(ops.transpose(features, (1, 0, 2)), (-1, ops.shape(features)[2]))
+
+
+def _masked_logsumexp(x, mask):
+    """Row-wise log-sum-exp over the entries where `mask` is True.
+
+    Args:
+        x: float32 `[rows, cols]`.
+        mask: bool `[rows, cols]`.
+
+    Returns:
+        `(lse, nonempty)`: float32 `[rows]` (0 for empty rows, never -inf) and bool `[rows]`.
+    """
+    # The row max only shifts the value: stop_gradient keeps it out of the gradient, and masked
+    # entries become -inf *before* exp so neither the value nor its gradient sees an overflow.
+    row_max = ops.max(ops.where(mask, x, -math.inf), axis=1, keepdims=True)
+    row_max = ops.stop_gradient(ops.where(ops.isfinite(row_max), row_max, 0.0))
+    total = ops.sum(ops.exp(ops.where(mask, x - row_max, -math.inf)), axis=1)
+    nonempty = ops.any(mask, axis=1)
+    lse = ops.squeeze(row_max, 1) + ops.log(ops.where(nonempty, total, 1.0))
+    return lse, nonempty
+
+
+def _dense_class_ids(ids):
+    """Maps arbitrary int class ids to dense ids in `[0, len(ids))`, equal iff the ids are equal.
+
+    Args:
+        ids: int32 `[n]`.
+
+    Returns:
+        int32 `[n]`. O(n log n); no `[n, n]` comparison.
+    """
+    order = ops.argsort(ids)
+    sorted_ids = ops.take(ids, order)
+    starts = ops.cast(ops.not_equal(sorted_ids[1:], sorted_ids[:-1]), "int32")
+    rank_sorted = ops.cumsum(ops.concatenate([ops.zeros((1,), "int32"), starts]))
+    return ops.take(rank_sorted, ops.argsort(order))
+
+
+# ----------------------------------------------------------------------------------------------
+# SupCon.
+# ----------------------------------------------------------------------------------------------
+
+
+def _self_columns(num_anchors, local_batch, global_batch, offset):
+    """Contrast column of each anchor's own view: anchor `v * local_batch + i` -> `v * global_batch + offset + i`.
+
+    Returns:
+        int32 `[num_anchors]`.
+    """
+    rows = ops.arange(num_anchors, dtype="int32")
+    return (rows // local_batch) * global_batch + offset + rows % local_batch
+
+
+def _logsumexp_over_others(anchors, contrast, self_columns, temperature):
+    """log sum_{a in A(i)} exp(z_i . z_a / tau) for every anchor, A(i) = all contrast but itself.
+
+    Never builds a mask: the anchor's own column is overwritten with -inf, and the gradient is
+    written by hand so the backward pass is the two matrix products it must be, with no
+    elementwise pass over the `[anchors, contrast]` matrix (softmax rows are the saved
+    exponentials divided by their row sums, and that per-row factor is applied to the
+    `[*, dim]` operands instead).
+
+    Args:
+        anchors: float32 `[num_anchors, dim]`, view-major.
+        contrast: float32 `[views * global_batch, dim]`, view-major.
+        self_columns: int32 `[num_anchors]`, each anchor's own contrast column.
+        temperature: float > 0.
+
+    Returns:
+        float32 `[num_anchors]`.
+    """
+    inv_temperature = 1.0 / temperature
+
+    @ops.custom_gradient
+    def logsumexp(anchors, contrast):
+        num_anchors = ops.shape(anchors)[0]
+        logits = ops.matmul(anchors * inv_temperature, ops.transpose(contrast))
+        logits = ops.scatter_update(
+            logits,
+            ops.stack([ops.arange(num_anchors, dtype="int32"), self_columns], axis=1),
+            ops.full((num_anchors,), -math.inf, dtype="float32"))
+        # Shift by the row max (value only) so exp never overflows, even for tau = 0.01.
+        row_max = ops.max(logits, axis=1)
+        row_max = ops.where(ops.isfinite(row_max), row_max, 0.0)
+        exp = ops.exp(logits - row_max[:, None])
+        total = ops.sum(exp, axis=1)
+        value = row_max + ops.log(total)
+
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            # d lse_i / d logit_ij = exp_ij / total_i.
+            row_scale = ops.divide_no_nan(upstream, total) * inv_temperature
+            d_anchors = row_scale[:, None] * ops.matmul(exp, contrast)
+            d_contrast = ops.matmul(ops.transpose(exp), row_scale[:, None] * anchors)
+            return d_anchors, d_contrast
+
+        return value, grad
+
+    return logsumexp(anchors, contrast)
+
+
+def _supcon_default(anchors, global_features, global_ids, self_columns, temperature):
+    """L_out with denominator "all" and no cap, without any `[anchors, contrast]` mask.
+
+    sum_{p in P(i)} z_i . z_p = z_i . (S_{y_i} - z_i), with S_c the sum of every view of every
+    class-c sample, so the positive term needs only per-class sums (a segment sum over the
+    global batch) and the denominator is one log-sum-exp.
+
+    Args:
+        anchors: float32 `[num_anchors, dim]`.
+        global_features: float32 `[global_batch, views, dim]`.
+        global_ids: int32 `[global_batch]` class ids.
+        self_columns: int32 `[num_anchors]`, each anchor's own contrast column.
+        temperature: float.
+
+    Returns:
+        float32 `[num_anchors]`, unscaled.
+    """
+    global_batch = ops.shape(global_features)[0]
+    num_views = global_features.shape[1]
+    contrast = _view_major(global_features)
+    log_denominator = _logsumexp_over_others(anchors, contrast, self_columns, temperature)
+
+    dense_global = _dense_class_ids(global_ids)
+    dense_anchor = ops.take(dense_global, self_columns % global_batch)
+    class_sums = ops.segment_sum(  # [global_batch, dim]; rows past the last class stay 0.
+        ops.sum(global_features, axis=1), dense_global, num_segments=global_batch)
+    class_counts = ops.segment_sum(
+        ops.ones_like(dense_global, dtype="float32"), dense_global, num_segments=global_batch)
+    positives_sum = ops.take(class_sums, dense_anchor, axis=0) - anchors  # [num_anchors, dim]
+    num_positives = ops.take(class_counts, dense_anchor) * num_views - 1.0
+    mean_positive_logit = ops.divide_no_nan(
+        ops.sum(anchors * positives_sum, axis=1) / temperature, num_positives)
+    loss = log_denominator - mean_positive_logit
+    return ops.where(num_positives > 0, loss, 0.0)
+
+
+def _supcon_masked(anchors, contrast, same_class, self_columns, num_views, num_anchor_views,
+                   offset, temperature, summation, denominator, positives_cap):
+    """Every SupCon variant, with explicit `[anchors, contrast]` masks.
+
+    Args:
+        anchors: float32 `[num_anchors, dim]`, view-major.
+        contrast: float32 `[views * global_batch, dim]`, view-major.
+        same_class: bool `[local_batch, global_batch]`, sample i and global sample j share a
+            class (True on i's own global index).
+        self_columns: int32 `[num_anchors]`.
+        num_views: int, views per sample in the contrast set.
+        num_anchor_views: int, anchor views per sample.
+        offset: int32 scalar, this replica's first global sample.
+        temperature, summation, denominator, positives_cap: as in `contrastive_loss`.
+
+    Returns:
+        float32 `[num_anchors]`, unscaled.
+    """
+    local_batch, global_batch = ops.shape(same_class)[0], ops.shape(same_class)[1]
+    own_sample = ops.equal(
+        ops.arange(global_batch, dtype="int32")[None, :],
+        ops.arange(local_batch, dtype="int32")[:, None] + offset)  # [local, global]
+    if positives_cap >= 0:
+        # Keep the first positives_cap // num_views other same-class samples in global batch
+        # order (deterministic); the rest are neither positives nor negatives.
+        others = ops.logical_and(same_class, ops.logical_not(own_sample))
+        rank = ops.cumsum(ops.cast(others, "int32"), axis=1)
+        kept = ops.logical_and(others, rank <= positives_cap // num_views)
+        kept_class = ops.logical_or(kept, own_sample)
+    else:
+        kept_class = same_class
+    # [local, global] -> [num_anchor_views * local, views * global] (view-major on both axes).
+    kept_mask = ops.tile(kept_class, (num_anchor_views, num_views))
+    negatives = ops.logical_not(ops.tile(same_class, (num_anchor_views, num_views)))
+    not_self = ops.not_equal(
+        ops.arange(ops.shape(contrast)[0], dtype="int32")[None, :], self_columns[:, None])
+    positives = ops.logical_and(kept_mask, not_self)
+
+    logits = ops.matmul(anchors, ops.transpose(contrast)) / temperature
+    negatives_lse, has_negatives = _masked_logsumexp(logits, negatives)
+    if denominator == "all":
+        log_denominator, _ = _masked_logsumexp(logits, ops.logical_or(positives, negatives))
+        log_denominator = log_denominator[:, None]
+        has_denominator = ops.any(positives, axis=1)
+    elif denominator == "only_negatives":
+        log_denominator = negatives_lse[:, None]
+        has_denominator = has_negatives
+    elif denominator == "one_positive":
+        # Each positive p gets its own denominator exp(z_i.z_p/tau) + sum over negatives.
+        log_denominator = ops.where(
+            has_negatives[:, None], ops.logaddexp(logits, negatives_lse[:, None]), logits)
+        has_denominator = ops.any(positives, axis=1)
+    log_prob = logits - log_denominator  # [num_anchors, contrast]
+
+    num_positives = ops.sum(ops.cast(positives, "float32"), axis=1)
+    if summation == "outside":  # Eq. 2: mean of the log-probabilities.
+        loss = -ops.divide_no_nan(
+            ops.sum(ops.where(positives, log_prob, 0.0), axis=1), num_positives)
+    elif summation == "inside":  # Eq. 3: log of the mean probability.
+        positives_lse, _ = _masked_logsumexp(log_prob, positives)
+        loss = ops.log(ops.maximum(num_positives, 1.0)) - positives_lse
+    valid = ops.logical_and(num_positives > 0, has_denominator)
+    return ops.where(valid, loss, 0.0)
+
+
+def contrastive_loss(features, labels=None, *, temperature=0.1, contrast_mode="all_views",
+                     summation="outside", denominator="all", positives_cap=-1,
+                     scale_by_temperature=True):
+    """The SupCon family of losses (Khosla et al., 2020), one value per sample.
+
+    For anchor i with positives P(i) (the other samples of its class and its own other views),
+    contrast set A(i) (everything but i) and temperature tau, summation "outside" is Eq. 2:
+
+        L_i = -1/|P(i)| sum_{p in P(i)} log( exp(z_i.z_p/tau) / sum_{a in A(i)} exp(z_i.z_a/tau) )
+
+    and "inside" is Eq. 3, the log of the mean instead of the mean of the logs (L_in <= L_out by
+    Jensen; L_out trains much better). The denominator is the sum over A(i) ("all"), over the
+    negatives only ("only_negatives"), or for each positive p its own term plus the negatives
+    ("one_positive"). With labels None every sample is its own class and this is SimCLR's NT-Xent.
+
+    The default options (outside, all, no cap) never build an `[anchors, contrast]` mask (per-class
+    sums of the positives and one log-sum-exp with a hand-written gradient); the other options
+    use explicit masks and cost more (see bench/loss.py).
+
+    Inside a `tf.distribute` replica context with several replicas the features and labels of all
+    replicas are gathered: local anchors contrast against the global batch, and per-sample losses
+    and gradients equal the single-device computation over the whole batch.
+
+    Args:
+        features: float `[batch, views, dim]` (trailing dims after `views` are flattened), any
+            float dtype; used as given, so L2-normalise them first (the projection head does).
+            Unnormalised features make the logits unbounded and the temperature meaningless.
+        labels: None (SimCLR: each sample its own class), int `[batch]` or `[batch, 1]`, or
+            one-hot `[batch, num_classes]`.
+        temperature: float tau > 0.
+        contrast_mode: "all_views" (every view is an anchor) or "one_view" (view 0 only; the
+            contrast set still holds every view).
+        summation: "outside" (L_out, Eq. 2) or "inside" (L_in, Eq. 3).
+        denominator: "all", "one_positive" or "only_negatives".
+        positives_cap: at most this many positives per anchor besides its own other views: the
+            first `positives_cap // views` other same-class samples in global batch order, each
+            with all its views; the removed ones leave the denominator too. -1: no cap.
+        scale_by_temperature: multiply the loss by tau (the paper's rescaling, which keeps the
+            gradient scale independent of tau). There is no other hidden base temperature.
+
+    Returns:
+        float32 `[batch]`: each sample's loss averaged over its anchor views. An anchor with no
+        positive (a one-view sample alone in its class), or with an empty denominator
+        ("only_negatives" in a single-class batch), contributes 0.
+
+    Raises:
+        ValueError: features without a views axis; labels of another batch size, of rank > 2,
+            or one-hot rows that are not one-hot; an unknown mode; temperature <= 0;
+            positives_cap < -1; one view without labels (no positive can exist).
+    """
+    _check_choice("contrast_mode", contrast_mode, CONTRAST_MODES)
+    _check_choice("summation", summation, SUMMATIONS)
+    _check_choice("denominator", denominator, DENOMINATORS)
+    _check_positive("temperature", temperature)
+    if not isinstance(positives_cap, int) or positives_cap < -1:
+        raise ValueError(
+            f"positives_cap must be an int >= -1 (-1 = no cap), got {positives_cap!r}.")
+    features, num_views = _prepare_features(features)
+    labels = _prepare_labels(labels, features)
+    if num_views == 1 and labels is None:
+        raise ValueError(
+            "features have one view and labels are None, so no anchor has a positive: pass "
+            "labels, or at least two augmented views per sample.")
+
+    global_features, local_ids, global_ids, offset = _global_batch(features, labels)
+    num_anchor_views = num_views if contrast_mode == "all_views" else 1
+    local_batch = ops.shape(features)[0]
+    anchors = _view_major(features[:, :num_anchor_views])
+    self_columns = _self_columns(
+        num_anchor_views * local_batch, local_batch, ops.shape(global_features)[0], offset)
+
+    if summation == "outside" and denominator == "all" and positives_cap == -1:
+        loss = _supcon_default(anchors, global_features, global_ids, self_columns, temperature)
+    else:
+        same_class = ops.equal(local_ids[:, None], global_ids[None, :])
+        loss = _supcon_masked(
+            anchors, _view_major(global_features), same_class, self_columns, num_views,
+            num_anchor_views, offset, temperature, summation, denominator, positives_cap)
+    if scale_by_temperature:
+        loss = loss * temperature
+    # [num_anchor_views * batch] -> [num_anchor_views, batch] -> mean over anchor views.
+    return ops.mean(ops.reshape(loss, (num_anchor_views, -1)), axis=0)
+
+
+def nt_xent_loss(features, temperature=0.5):
+    """SimCLR's NT-Xent loss (Chen et al., 2020), one value per sample.
+
+    Each view's positive is the same sample's other view(s), everything else in the global batch
+    is a negative, and there is no temperature rescaling. SimCLR's own loss (the sum over both
+    directions of its two views, averaged over the batch) is twice the mean of this.
+
+    Args:
+        features: float `[batch, views >= 2, dim]`, L2-normalised.
+        temperature: float > 0 (SimCLR uses 0.5 on CIFAR, 0.1 on ImageNet).
+
+    Returns:
+        float32 `[batch]`.
+    """
+    return contrastive_loss(features, None, temperature=temperature, scale_by_temperature=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Baselines.
+# ----------------------------------------------------------------------------------------------
+
+
+def cross_entropy_loss(labels, logits, label_smoothing=0.0):
+    """Softmax cross-entropy with label smoothing, one value per sample, in float32.
+
+    The target is `(1 - label_smoothing) * one_hot + label_smoothing / num_classes` (the paper's
+    ImageNet cross-entropy baseline uses 0.05). Each sample's loss depends on that sample only,
+    so it needs no cross-replica gather.
+
+    Args:
+        labels: int `[batch]` / `[batch, 1]`, or one-hot `[batch, num_classes]`.
+        logits: float `[batch, num_classes]`, any float dtype.
+        label_smoothing: float in [0, 1).
+
+    Returns:
+        float32 `[batch]`.
+    """
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
+    logits = ops.cast(ops.convert_to_tensor(logits), "float32")
+    if len(logits.shape) != 2:
+        raise ValueError(
+            f"logits must be [batch, num_classes], got shape {tuple(logits.shape)}.")
+    num_classes = logits.shape[1]
+    class_ids = _prepare_labels(labels, logits[:, None, :])
+    targets = ops.one_hot(class_ids, num_classes)
+    targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
+    return -ops.sum(targets * ops.log_softmax(logits, axis=-1), axis=-1)
+
+
+def _pairwise_squared_distances(anchors, contrast):
+    """||a_i - c_j||^2 >= 0 for float32 `[rows, dim]` x `[cols, dim]` -> `[rows, cols]`."""
+    squared = (ops.sum(anchors * anchors, axis=1)[:, None]
+               + ops.sum(contrast * contrast, axis=1)[None, :]
+               - 2.0 * ops.matmul(anchors, ops.transpose(contrast)))
+    return ops.maximum(squared, 0.0)
+
+
+def _pair_masks(features, labels):
+    """Anchors, contrast and positive/negative masks over the global batch, all views as samples.
+
+    Args:
+        features: float32 `[local_batch, views, dim]`.
+        labels: int32 `[local_batch]` or None.
+
+    Returns:
+        `(anchors [A, dim], contrast [C, dim], positives [A, C] bool, negatives [A, C] bool,
+        num_views)` with A = views * local_batch and C = views * global_batch, view-major;
+        positives exclude each anchor's own column.
+    """
+    num_views = features.shape[1]
+    global_features, local_ids, global_ids, offset = _global_batch(features, labels)
+    local_batch = ops.shape(features)[0]
+    same = ops.equal(
+        ops.tile(local_ids, (num_views,))[:, None], ops.tile(global_ids, (num_views,))[None, :])
+    self_columns = _self_columns(
+        num_views * local_batch, local_batch, ops.shape(global_features)[0], offset)
+    not_self = ops.not_equal(
+        ops.arange(ops.shape(same)[1], dtype="int32")[None, :], self_columns[:, None])
+    positives = ops.logical_and(same, not_self)
+    return (_view_major(features), _view_major(global_features), positives,
+            ops.logical_not(same), num_views)
+
+
+def _per_sample(anchor_loss, num_views):
+    """float32 `[views * batch]` (view-major) -> `[batch]`, the mean over a sample's views."""
+    return ops.mean(ops.reshape(anchor_loss, (num_views, -1)), axis=0)
+
+
+def n_pairs_loss(features, labels=None, l2_penalty=0.002):
+    """Multi-class N-pairs loss (Sohn, 2016), one value per sample.
+
+        L_i = log(1 + sum_{j: y_j != y_i} exp(f_i . f_j+ - f_i . f_i+))
+              + l2_penalty * (||f_i||^2 + ||f_i+||^2)
+
+    on unnormalised inner products, with view 0 the anchor f and view 1 its positive f+. With
+    labels None every other sample of the global batch is a negative (Sohn's one pair per class);
+    with labels, same-class pairs are left out. Equivalent to SupCon with one positive and tau = 1.
+
+    Args:
+        features: float `[batch, 2, dim]` (anchor, positive).
+        labels: None or int `[batch]` / one-hot.
+        l2_penalty: float >= 0, lambda of the embedding-norm penalty (0.002 in the paper).
+
+    Returns:
+        float32 `[batch]`.
+    """
+    features, num_views = _prepare_features(features)
+    if num_views != 2:
+        raise ValueError(
+            f"n_pairs_loss needs exactly 2 views (anchor, positive), got {num_views}.")
+    if l2_penalty < 0:
+        raise ValueError(f"l2_penalty must be >= 0, got {l2_penalty}.")
+    labels = _prepare_labels(labels, features)
+    global_features, local_ids, global_ids, offset = _global_batch(features, labels)
+    anchors, positives = features[:, 0], features[:, 1]
+    own_positive_logit = ops.sum(anchors * positives, axis=1)
+    logits = ops.matmul(anchors, ops.transpose(global_features[:, 1]))  # [local, global]
+    negatives = ops.not_equal(local_ids[:, None], global_ids[None, :])
+    lse, has_negatives = _masked_logsumexp(logits - own_positive_logit[:, None], negatives)
+    # log(1 + sum exp(x)) = logaddexp(0, lse); 0 when there is no negative.
+    loss = ops.where(has_negatives, ops.logaddexp(ops.zeros_like(lse), lse), 0.0)
+    penalty = ops.sum(anchors * anchors, axis=1) + ops.sum(positives * positives, axis=1)
+    return loss + l2_penalty * penalty
+
+
+def _semi_hard_negative_distances(distances, positives, negatives):
+    """For each (anchor, positive) pair, the distance of its semi-hard negative.
+
+    The semi-hard negative of (a, p) is the closest negative farther than p (FaceNet); when every
+    negative is closer than p, the farthest negative is used. Each row's negative distances are
+    sorted once and every positive finds its place by a vectorised binary search
+    (O(rows * cols * log cols) time, O(rows * cols) memory; no `[rows, cols, cols]` tensor).
+
+    Args:
+        distances: float32 `[rows, cols]` squared distances.
+        positives: bool `[rows, cols]`.
+        negatives: bool `[rows, cols]`.
+
+    Returns:
+        float32 `[rows, cols]`, meaningful where `positives` and the row has a negative.
+    """
+    cols = ops.shape(distances)[1]
+    num_negatives = ops.sum(ops.cast(negatives, "int32"), axis=1, keepdims=True)  # [rows, 1]
+    # Negatives first, ascending; the rest pushed behind them (never read: indices < count).
+    sort_keys = ops.where(negatives, ops.stop_gradient(distances), math.inf)
+    order = ops.argsort(sort_keys, axis=1)
+    sorted_negatives = ops.take_along_axis(distances, order, axis=1)
+    sorted_keys = ops.stop_gradient(sorted_negatives)
+    low = ops.zeros_like(order)
+    high = ops.broadcast_to(num_negatives, ops.shape(order))
+    target = ops.stop_gradient(distances)
+    num_steps = max(1, int(math.ceil(math.log2(int(cols) + 1)))) if isinstance(
+        cols, int) else 32
+    for _ in range(num_steps):  # Bisection steps, not samples: log2(cols) vectorised passes.
+        middle = (low + high) // 2
+        value = ops.take_along_axis(sorted_keys, ops.minimum(middle, cols - 1), axis=1)
+        active = low < high
+        go_right = ops.logical_and(active, value <= target)
+        low = ops.where(go_right, middle + 1, low)
+        high = ops.where(ops.logical_and(active, ops.logical_not(go_right)), middle, high)
+    # `low` = number of negatives at distance <= d(a, p); the next one is the semi-hard one.
+    farthest = ops.maximum(num_negatives - 1, 0)
+    index = ops.where(low < num_negatives, low, farthest)
+    return ops.take_along_axis(sorted_negatives, index, axis=1)
+
+
+def triplet_loss(features, labels=None, margin=0.2, mining="semi_hard"):
+    """Triplet loss (Schroff et al., 2015) on squared distances, with in-batch mining.
+
+        loss(a, p, n) = max(||a - p||^2 - ||a - n||^2 + margin, 0)
+
+    Every view of every sample is an anchor; positives are the other views and same-class
+    samples, negatives the other classes, all over the global batch. "semi_hard": for each
+    (a, p) the closest negative with ||a-n||^2 > ||a-p||^2 (the farthest negative when none is),
+    averaged over a's positives. "batch_hard": the farthest positive and the closest negative.
+    SupCon with one positive and one negative reduces to a triplet loss with margin 2 * tau.
+
+    Args:
+        features: float `[batch, views, dim]`, L2-normalised (the margin assumes it).
+        labels: None (views of one sample are positives) or int `[batch]` / one-hot.
+        margin: float >= 0.
+        mining: "semi_hard" or "batch_hard".
+
+    Returns:
+        float32 `[batch]`; anchors without a positive or a negative contribute 0.
+    """
+    _check_choice("mining", mining, TRIPLET_MININGS)
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}.")
+    features, num_views = _prepare_features(features)
+    labels = _prepare_labels(labels, features)
+    if num_views == 1 and labels is None:
+        raise ValueError(
+            "triplet_loss with one view needs labels: no anchor has a positive otherwise.")
+    anchors, contrast, positives, negatives, num_views = _pair_masks(features, labels)
+    distances = _pairwise_squared_distances(anchors, contrast)
+    has_positive = ops.any(positives, axis=1)
+    has_negative = ops.any(negatives, axis=1)
+    if mining == "batch_hard":
+        hardest_positive = ops.max(ops.where(positives, distances, 0.0), axis=1)
+        hardest_negative = ops.min(ops.where(negatives, distances, math.inf), axis=1)
+        hardest_negative = ops.where(has_negative, hardest_negative, 0.0)
+        loss = ops.relu(hardest_positive - hardest_negative + margin)
+    elif mining == "semi_hard":
+        negative_distances = _semi_hard_negative_distances(distances, positives, negatives)
+        pair_loss = ops.relu(distances - negative_distances + margin)
+        loss = ops.divide_no_nan(
+            ops.sum(ops.where(positives, pair_loss, 0.0), axis=1),
+            ops.sum(ops.cast(positives, "float32"), axis=1))
+    loss = ops.where(ops.logical_and(has_positive, has_negative), loss, 0.0)
+    return _per_sample(loss, num_views)
+
+
+def max_margin_contrastive_loss(features, labels=None, margin=1.0):
+    """Max-margin contrastive loss (Hadsell et al., 2006), one value per sample.
+
+    Over every pair (anchor i, other j) of the global batch, with D = ||z_i - z_j||:
+    0.5 * D^2 for a similar pair, 0.5 * max(0, margin - D)^2 for a dissimilar one, averaged over
+    the anchor's pairs and over the sample's views.
+
+    Args:
+        features: float `[batch, views, dim]`.
+        labels: None (only a sample's own views are similar) or int `[batch]` / one-hot.
+        margin: float > 0, the distance beyond which dissimilar pairs cost nothing.
+
+    Returns:
+        float32 `[batch]`.
+    """
+    _check_positive("margin", margin)
+    features, num_views = _prepare_features(features)
+    labels = _prepare_labels(labels, features)
+    anchors, contrast, positives, negatives, num_views = _pair_masks(features, labels)
+    squared = _pairwise_squared_distances(anchors, contrast)
+    # sqrt has an infinite slope at 0: clamp (only dissimilar pairs need D itself).
+    distance = ops.sqrt(ops.maximum(squared, 1e-12))
+    pair_loss = ops.where(positives, 0.5 * squared,
+                          ops.where(negatives, 0.5 * ops.square(ops.relu(margin - distance)), 0.0))
+    num_pairs = ops.sum(ops.cast(ops.logical_or(positives, negatives), "float32"), axis=1)
+    loss = ops.divide_no_nan(ops.sum(pair_loss, axis=1), num_pairs)
+    return _per_sample(loss, num_views)
+
+
+# ----------------------------------------------------------------------------------------------
+# Keras Loss wrappers: `loss(y_true=labels, y_pred=features)`, mean over the batch.
+# ----------------------------------------------------------------------------------------------
+
+
+class _BatchLoss(keras.losses.Loss):
+    """Base of the wrappers: keeps the hyperparameters and lets `y_true` be None."""
+
+    def __init__(self, reduction="sum_over_batch_size", name=None, dtype=None, **options):
+        super().__init__(reduction=reduction, name=name, dtype=dtype)
+        self._options = options
+
+    def __call__(self, y_true=None, y_pred=None, sample_weight=None):
+        if y_true is None:  # Self-supervised: Keras would try to convert None to a tensor.
+            y_true = ops.zeros((0,))
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
+
+    def _labels(self, y_true):
+        return None if len(y_true.shape) == 1 and y_true.shape[0] == 0 else y_true
+
+    def get_config(self):
+        return {**super().get_config(), **self._options}
+
+
+@keras.saving.register_keras_serializable(package="supcon_tf")
+class SupConLoss(_BatchLoss):
+    """Keras `Loss` for `contrastive_loss`: `loss(labels, features)`, the mean over the batch.
+
+    Args:
+        temperature, contrast_mode, summation, denominator, positives_cap,
+            scale_by_temperature: as in `contrastive_loss`.
+        reduction, name, dtype: as in `keras.losses.Loss`.
+
+    Call args:
+        y_true: labels, None / int `[batch]` / one-hot `[batch, num_classes]`.
+        y_pred: float `[batch, views, dim]`, L2-normalised.
+    """
+
+    def __init__(self, temperature=0.1, contrast_mode="all_views", summation="outside",
+                 denominator="all", positives_cap=-1, scale_by_temperature=True,
+                 reduction="sum_over_batch_size", name="supcon_loss", dtype=None):
+        _check_choice("contrast_mode", contrast_mode, CONTRAST_MODES)
+        _check_choice("summation", summation, SUMMATIONS)
+        _check_choice("denominator", denominator, DENOMINATORS)
+        _check_positive("temperature", temperature)
+        super().__init__(
+            reduction=reduction, name=name, dtype=dtype, temperature=temperature,
+            contrast_mode=contrast_mode, summation=summation, denominator=denominator,
+            positives_cap=positives_cap, scale_by_temperature=scale_by_temperature)
+
+    def call(self, y_true, y_pred):
+        return contrastive_loss(y_pred, self._labels(y_true), **self._options)
+
+
+@keras.saving.register_keras_serializable(package="supcon_tf")
+class SimCLRLoss(_BatchLoss):
+    """Keras `Loss` for `nt_xent_loss` (labels are ignored): `loss(None, features)`."""
+
+    def __init__(self, temperature=0.5, reduction="sum_over_batch_size", name="simclr_loss",
+                 dtype=None):
+        _check_positive("temperature", temperature)
+        super().__init__(reduction=reduction, name=name, dtype=dtype, temperature=temperature)
+
+    def call(self, y_true, y_pred):
+        return nt_xent_loss(y_pred, **self._options)
+
+
+@keras.saving.register_keras_serializable(package="supcon_tf")
+class CrossEntropyLoss(_BatchLoss):
+    """Keras `Loss` for `cross_entropy_loss`: `loss(labels, logits)`."""
+
+    def __init__(self, label_smoothing=0.0, reduction="sum_over_batch_size",
+                 name="cross_entropy_loss", dtype=None):
+        super().__init__(
+            reduction=reduction, name=name, dtype=dtype, label_smoothing=label_smoothing)
+
+    def call(self, y_true, y_pred):
+        return cross_entropy_loss(y_true, y_pred, **self._options)
+
+
+@keras.saving.register_keras_serializable(package="supcon_tf")
+class NPairsLoss(_BatchLoss):
+    """Keras `Loss` for `n_pairs_loss`: `loss(labels or None, features [batch, 2, dim])`."""
+
+    def __init__(self, l2_penalty=0.002, reduction="sum_over_batch_size", name="n_pairs_loss",
+                 dtype=None):
+        super().__init__(reduction=reduction, name=name, dtype=dtype, l2_penalty=l2_penalty)
+
+    def call(self, y_true, y_pred):
+        return n_pairs_loss(y_pred, self._labels(y_true), **self._options)
+
+
+@keras.saving.register_keras_serializable(package="supcon_tf")
+class TripletLoss(_BatchLoss):
+    """Keras `Loss` for `triplet_loss`: `loss(labels or None, features)`."""
+
+    def __init__(self, margin=0.2, mining="semi_hard", reduction="sum_over_batch_size",
+                 name="triplet_loss", dtype=None):
+        _check_choice("mining", mining, TRIPLET_MININGS)
+        super().__init__(
+            reduction=reduction, name=name, dtype=dtype, margin=margin, mining=mining)
+
+    def call(self, y_true, y_pred):
+        return triplet_loss(y_pred, self._labels(y_true), **self._options)
+
+
+@keras.saving.register_keras_serializable(package="supcon_tf")
+class MaxMarginContrastiveLoss(_BatchLoss):
+    """Keras `Loss` for `max_margin_contrastive_loss`: `loss(labels or None, features)`."""
+
+    def __init__(self, margin=1.0, reduction="sum_over_batch_size",
+                 name="max_margin_contrastive_loss", dtype=None):
+        _check_positive("margin", margin)
+        super().__init__(reduction=reduction, name=name, dtype=dtype, margin=margin)
+
+    def call(self, y_true, y_pred):
+        return max_margin_contrastive_loss(y_pred, self._labels(y_true), **self._options)

@@ -1,0 +1,156 @@
+"""Naive numpy references for the losses, written from the definitions in reference/losses.md.
+
+Explicit Python loops over anchors, positives and negatives, in float64; nothing shared with
+`supcon_tf.losses`. Kept in its own file (numpy only) so the JAX-backend test can load it too.
+"""
+
+import math
+
+import numpy as np
+
+
+def _class_ids(labels, batch):
+    if labels is None:
+        return list(range(batch))
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        return [int(np.argmax(row)) for row in labels]
+    return [int(x) for x in labels.reshape(-1)]
+
+
+def supcon(features, labels=None, temperature=0.1, contrast_mode="all_views",
+           summation="outside", denominator="all", positives_cap=-1,
+           scale_by_temperature=True):
+    """Per-sample SupCon loss, one anchor at a time."""
+    z = np.asarray(features, np.float64)
+    batch, views = z.shape[:2]
+    z = z.reshape(batch, views, -1)
+    y = _class_ids(labels, batch)
+    anchor_views = range(views) if contrast_mode == "all_views" else [0]
+    out = np.zeros(batch)
+    for i in range(batch):
+        per_view = []
+        for v in anchor_views:
+            def logit(item):
+                return float(z[i, v] @ z[item[0], item[1]]) / temperature
+
+            same = [j for j in range(batch) if j != i and y[j] == y[i]]
+            kept = same if positives_cap < 0 else same[:positives_cap // views]
+            positives = [(i, u) for u in range(views) if u != v]
+            positives += [(j, u) for j in kept for u in range(views)]
+            negatives = [(j, u) for j in range(batch) if y[j] != y[i] for u in range(views)]
+            everything = positives + negatives  # A(i): self and capped-away positives excluded.
+            if not positives or (denominator == "only_negatives" and not negatives):
+                per_view.append(0.0)
+                continue
+            ratios = []
+            for p in positives:
+                if denominator == "all":
+                    den = sum(math.exp(logit(a)) for a in everything)
+                elif denominator == "only_negatives":
+                    den = sum(math.exp(logit(n)) for n in negatives)
+                else:  # one_positive
+                    den = math.exp(logit(p)) + sum(math.exp(logit(n)) for n in negatives)
+                ratios.append(math.exp(logit(p)) / den)
+            if summation == "outside":
+                loss = -sum(math.log(r) for r in ratios) / len(ratios)
+            else:
+                loss = -math.log(sum(ratios) / len(ratios))
+            per_view.append(loss * (temperature if scale_by_temperature else 1.0))
+        out[i] = sum(per_view) / len(per_view)
+    return out
+
+
+def simclr_nt_xent(features, temperature):
+    """SimCLR's own formulation: two views, sum over both directions, mean over the batch."""
+    z = np.asarray(features, np.float64)
+    batch = z.shape[0]
+    items = [(j, u) for u in range(2) for j in range(batch)]
+    total = 0.0
+    for i in range(batch):
+        for v in range(2):
+            num = math.exp(z[i, v] @ z[i, 1 - v] / temperature)
+            den = sum(math.exp(z[i, v] @ z[j, u] / temperature)
+                      for (j, u) in items if (j, u) != (i, v))
+            total += -math.log(num / den)
+    return total / batch
+
+
+def cross_entropy(labels, logits, label_smoothing):
+    logits = np.asarray(logits, np.float64)
+    batch, classes = logits.shape
+    y = _class_ids(labels, batch)
+    out = np.zeros(batch)
+    for i in range(batch):
+        log_norm = math.log(sum(math.exp(x) for x in logits[i]))
+        for k in range(classes):
+            target = (1 - label_smoothing) * (k == y[i]) + label_smoothing / classes
+            out[i] -= target * (logits[i, k] - log_norm)
+    return out
+
+
+def n_pairs(features, labels, l2_penalty):
+    f = np.asarray(features, np.float64)
+    batch = f.shape[0]
+    y = _class_ids(labels, batch)
+    out = np.zeros(batch)
+    for i in range(batch):
+        s = sum(math.exp(f[i, 0] @ f[j, 1] - f[i, 0] @ f[i, 1])
+                for j in range(batch) if y[j] != y[i])
+        out[i] = math.log(1 + s) + l2_penalty * (f[i, 0] @ f[i, 0] + f[i, 1] @ f[i, 1])
+    return out
+
+
+def _items(z):
+    batch, views = z.shape[:2]
+    return [(j, u) for j in range(batch) for u in range(views)]
+
+
+def triplet(features, labels, margin, mining):
+    z = np.asarray(features, np.float64)
+    batch, views = z.shape[:2]
+    y = _class_ids(labels, batch)
+    items = _items(z)
+    out = np.zeros(batch)
+    for i in range(batch):
+        for v in range(views):
+            def d(item):
+                diff = z[i, v] - z[item[0], item[1]]
+                return float(diff @ diff)
+
+            pos = [it for it in items if y[it[0]] == y[i] and it != (i, v)]
+            neg = [it for it in items if y[it[0]] != y[i]]
+            if not pos or not neg:
+                continue
+            if mining == "batch_hard":
+                loss = max(0.0, max(d(p) for p in pos) - min(d(n) for n in neg) + margin)
+            else:
+                losses = []
+                for p in pos:
+                    farther = [d(n) for n in neg if d(n) > d(p)]
+                    dn = min(farther) if farther else max(d(n) for n in neg)
+                    losses.append(max(0.0, d(p) - dn + margin))
+                loss = sum(losses) / len(losses)
+            out[i] += loss / views
+    return out
+
+
+def max_margin(features, labels, margin):
+    z = np.asarray(features, np.float64)
+    batch, views = z.shape[:2]
+    y = _class_ids(labels, batch)
+    items = _items(z)
+    out = np.zeros(batch)
+    for i in range(batch):
+        for v in range(views):
+            pair_losses = []
+            for it in items:
+                if it == (i, v):
+                    continue
+                dist = float(np.linalg.norm(z[i, v] - z[it[0], it[1]]))
+                if y[it[0]] == y[i]:
+                    pair_losses.append(0.5 * dist ** 2)
+                else:
+                    pair_losses.append(0.5 * max(0.0, margin - dist) ** 2)
+            out[i] += sum(pair_losses) / len(pair_losses) / views
+    return out
