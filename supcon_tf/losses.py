@@ -208,7 +208,7 @@ def _self_columns(num_anchors, local_batch, global_batch, offset):
 def _logsumexp_over_others(anchors, contrast, self_columns, temperature):
     """log sum_{a in A(i)} exp(z_i . z_a / tau) for every anchor, A(i) = all contrast but itself.
 
-    Never builds a mask: the anchor's own column is overwritten with -inf, and the gradient is
+    Builds no positives mask: only the anchor's own column is set to -inf, and the gradient is
     written by hand so the backward pass is the two matrix products it must be, with no
     elementwise pass over the `[anchors, contrast]` matrix (softmax rows are the saved
     exponentials divided by their row sums, and that per-row factor is applied to the
@@ -227,12 +227,12 @@ def _logsumexp_over_others(anchors, contrast, self_columns, temperature):
 
     @ops.custom_gradient
     def logsumexp(anchors, contrast):
-        num_anchors = ops.shape(anchors)[0]
         logits = ops.matmul(anchors * inv_temperature, ops.transpose(contrast))
-        logits = ops.scatter_update(
-            logits,
-            ops.stack([ops.arange(num_anchors, dtype="int32"), self_columns], axis=1),
-            ops.full((num_anchors,), -math.inf, dtype="float32"))
+        # The anchor's own column becomes -inf. A broadcast comparison + where lets TensorFlow
+        # reuse the logits buffer (a scatter would copy the whole matrix).
+        is_self = ops.equal(
+            ops.arange(ops.shape(contrast)[0], dtype="int32")[None, :], self_columns[:, None])
+        logits = ops.where(is_self, -math.inf, logits)
         # Shift by the row max (value only) so exp never overflows, even for tau = 0.01.
         row_max = ops.max(logits, axis=1)
         row_max = ops.where(ops.isfinite(row_max), row_max, 0.0)
@@ -246,7 +246,10 @@ def _logsumexp_over_others(anchors, contrast, self_columns, temperature):
             # d lse_i / d logit_ij = exp_ij / total_i.
             row_scale = ops.divide_no_nan(upstream, total) * inv_temperature
             d_anchors = row_scale[:, None] * ops.matmul(exp, contrast)
-            d_contrast = ops.matmul(ops.transpose(exp), row_scale[:, None] * anchors)
+            # (exp^T @ scaled)^T computed as scaled^T @ exp: only [*, dim] factors are
+            # transposed, never the [anchors, contrast] matrix (no second copy of it).
+            d_contrast = ops.transpose(
+                ops.matmul(ops.transpose(row_scale[:, None] * anchors), exp))
             return d_anchors, d_contrast
 
         return value, grad
