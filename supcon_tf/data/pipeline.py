@@ -1,0 +1,234 @@
+"""Multi-view `tf.data` pipelines: source -> per-view augmentation -> `[B, V, S, S, C]` batches.
+
+Training pipelines shard (per worker), cache decoded images when they fit in memory, shuffle,
+repeat, draw one random int64 per element from `tf.data.Dataset.random(seed)`, split it into one
+stateless seed per view, augment every view independently in a parallel map, batch with
+`drop_remainder=True` and prefetch (AUTOTUNE). With a seed the whole stream (order and pixels)
+is reproducible; without one each run differs. Optional class-balanced sampling puts exactly
+`samples_per_class` (m) images of each of `batch_size / m` distinct classes in every batch, so
+small batches always contain positives for the supervised contrastive loss.
+
+`make_distributed_dataset` wraps this for `tf.distribute`: it calls
+`strategy.distribute_datasets_from_function`, builds one pipeline per input worker (sharded by
+`InputContext.input_pipeline_id`) with per-replica batch = global batch / replicas, so one step
+consumes exactly `global_batch_size` examples.
+"""
+
+import zlib
+
+import numpy as np
+import tensorflow as tf
+
+from supcon_tf.data import augment
+from supcon_tf.data import sources
+
+CACHE_AUTO_BYTES = 1 << 30  # cache="auto" keeps a source in memory up to this size
+
+
+def make_dataset(source, policy, num_views, batch_size, image_size, *, training=True,
+                 seed=None, split="train", data_dir=None, manual_dir=None,
+                 augment_options=None, shuffle_buffer=10_000, cache="auto", repeat=None,
+                 drop_remainder=None, samples_per_class=None, shard=None,
+                 num_parallel_calls=tf.data.AUTOTUNE):
+    """Builds batches of independently augmented views.
+
+    Args:
+        source: A `tf.data.Dataset` of `(image uint8 [H, W, C], label int)`, a source name for
+            `sources.load_source` ("digits", "folder:<path>", a TFDS name), or a pair of numpy
+            arrays `(images, labels)` (`sources.from_arrays`).
+        policy: Augmentation policy, one of `augment.POLICIES`.
+        num_views: V >= 1, views per image.
+        batch_size: B >= 1, images per batch (each with V views).
+        image_size: S, the output side.
+        training: Training pipelines shuffle, repeat and drop the last partial batch by default;
+            evaluation pipelines keep the order and every example.
+        seed: Optional int; makes order and augmentation reproducible.
+        split, data_dir, manual_dir: Passed to `sources.load_source` for a named source.
+        augment_options: dict of options for `augment.build_augmenter`.
+        shuffle_buffer: Shuffle buffer size (training only).
+        cache: True (memory), a file path, False, or "auto" (memory when the images have a
+            static shape and the source fits in `CACHE_AUTO_BYTES`).
+        repeat: Repeat forever; default `training`.
+        drop_remainder: Drop a last partial batch; default `training`.
+        samples_per_class: m for class-balanced batches (training only): each batch holds
+            `batch_size // m` distinct classes with m images each; `batch_size` must be a
+            multiple of m. Every class stream filters the source, so use it on sources that
+            are cached (small datasets) or cheap to read.
+        shard: Optional `(num_shards, index)`: this pipeline reads every num_shards-th example.
+        num_parallel_calls: Parallelism of the augmentation map.
+
+    Returns:
+        A `tf.data.Dataset` of `(views float32 [B, V, S, S, C] in [0, 1], labels int64 [B])`;
+        `labels[i]` is the label of the image whose views are `views[i]`.
+
+    Raises:
+        ValueError: Bad sizes, an unknown policy/option/source, or an impossible class balance.
+    """
+    for name, value in (("num_views", num_views), ("batch_size", batch_size),
+                        ("image_size", image_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    augmenter = augment.build_augmenter(policy, image_size, **(augment_options or {}))
+    repeat = training if repeat is None else repeat
+    drop_remainder = training if drop_remainder is None else drop_remainder
+    dataset = _as_dataset(source, split, data_dir, manual_dir)
+    if shard is not None:
+        num_shards, index = shard
+        if not 0 <= index < num_shards:
+            raise ValueError(f"shard index must be in [0, {num_shards}), got {shard!r}.")
+        dataset = dataset.shard(num_shards, index)
+    dataset = _maybe_cache(dataset, cache)
+    shard_salt = 0 if shard is None else shard[1]
+    shuffle_seed = _derive_seed(seed, "shuffle", shard_salt)
+    balanced = samples_per_class is not None
+    if balanced:
+        if not training:
+            raise ValueError("samples_per_class (class-balanced batches) is for training "
+                             "pipelines; pass training=True or samples_per_class=None.")
+        dataset = _class_balanced(dataset, batch_size, samples_per_class, shuffle_buffer,
+                                  shuffle_seed)
+    elif training:
+        dataset = dataset.shuffle(shuffle_buffer, seed=shuffle_seed,
+                                  reshuffle_each_iteration=True)
+    if repeat and not balanced:
+        dataset = dataset.repeat()
+    randoms = tf.data.Dataset.random(seed=_derive_seed(seed, "augment", shard_salt))
+    dataset = tf.data.Dataset.zip((dataset, randoms))
+
+    def expand_views(example, random):
+        image, label = example
+        view_seeds = tf.random.experimental.stateless_split(
+            tf.stack([random, tf.constant(0, tf.int64)]), num_views)  # [V, 2]
+        images = tf.repeat(image[None], num_views, axis=0)  # [V, H, W, C]
+        return images, view_seeds, tf.fill([num_views], tf.cast(label, tf.int64))
+
+    @tf.autograph.experimental.do_not_convert
+    def augment_view(image, view_seed, label):
+        return augmenter(image, view_seed), label  # [S, S, C], []
+
+    # One (image, seed) element per view, so the augmentation graph is traced once whatever V
+    # is; batch(V) regroups the views of each image and batch(B) makes [B, V, S, S, C]. The
+    # map must keep its order (deterministic=True) or views of different images would mix.
+    dataset = dataset.map(expand_views).unbatch()
+    dataset = dataset.map(augment_view, num_parallel_calls=num_parallel_calls,
+                          deterministic=True)
+    dataset = dataset.batch(num_views, drop_remainder=True)
+    dataset = dataset.map(lambda views, labels: (views, labels[0]))
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def make_distributed_dataset(strategy, source, policy, num_views, global_batch_size,
+                             image_size, **kwargs):
+    """One pipeline per input worker, distributed by `strategy`.
+
+    Args:
+        strategy: A `tf.distribute.Strategy`.
+        source, policy, num_views, image_size: As for `make_dataset`.
+        global_batch_size: Images per step over all replicas; a multiple of
+            `strategy.num_replicas_in_sync`.
+        **kwargs: Further `make_dataset` keywords (`seed`, `training`, ...). With several input
+            workers each reads its own shard (`shard` is set from the input context) and uses
+            its own seeds.
+
+    Returns:
+        A `tf.distribute.DistributedDataset` whose per-replica values are
+        `(views [global_batch_size / replicas, V, S, S, C], labels [global / replicas])`.
+
+    Raises:
+        ValueError: `global_batch_size` is not a multiple of the number of replicas.
+    """
+    replicas = strategy.num_replicas_in_sync
+    if global_batch_size % replicas:
+        raise ValueError(f"global_batch_size {global_batch_size} is not divisible by the "
+                         f"{replicas} replicas; use a multiple of {replicas}.")
+    if "shard" in kwargs:
+        raise ValueError("make_distributed_dataset shards by input worker itself; do not "
+                         "pass shard.")
+
+    def dataset_fn(input_context):
+        per_replica = input_context.get_per_replica_batch_size(global_batch_size)
+        shard = None
+        if input_context.num_input_pipelines > 1:
+            shard = (input_context.num_input_pipelines, input_context.input_pipeline_id)
+        return make_dataset(source, policy, num_views, per_replica, image_size, shard=shard,
+                            **kwargs)
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def _as_dataset(source, split, data_dir, manual_dir):
+    if isinstance(source, tf.data.Dataset):
+        spec = source.element_spec
+        if not (isinstance(spec, tuple) and len(spec) == 2):
+            raise ValueError(f"A source dataset must yield (image, label) pairs, got element "
+                             f"spec {spec}; map dict examples with lambda e: (e['image'], "
+                             "e['label']).")
+        return source
+    if isinstance(source, str):
+        return sources.load_source(source, split, data_dir=data_dir, manual_dir=manual_dir)
+    if isinstance(source, (tuple, list)) and len(source) == 2:
+        return sources.from_arrays(*source)
+    raise ValueError(f"Unknown source {source!r:.80}; pass a tf.data.Dataset of (image, label), "
+                     "a source name such as 'digits', or (images, labels) arrays.")
+
+
+def _derive_seed(seed, purpose, salt):
+    """A distinct int32 seed per purpose and shard from the user's seed (None stays None)."""
+    if seed is None:
+        return None
+    return zlib.crc32(f"{seed}/{purpose}/{salt}".encode()) & 0x7FFFFFFF
+
+
+def _maybe_cache(dataset, cache):
+    if cache is False or cache is None:
+        return dataset
+    if cache is True:
+        return dataset.cache()
+    if cache == "auto":
+        image_spec = dataset.element_spec[0]
+        count = int(dataset.cardinality())
+        if image_spec.shape.is_fully_defined() and count > 0:
+            size = count * int(np.prod(image_spec.shape)) * image_spec.dtype.size
+            if size <= CACHE_AUTO_BYTES:
+                return dataset.cache()
+        return dataset
+    if isinstance(cache, str):
+        return dataset.cache(cache)
+    raise ValueError(f"cache must be True, False, 'auto' or a file path, got {cache!r}.")
+
+
+def _class_balanced(dataset, batch_size, samples_per_class, shuffle_buffer, seed):
+    """Reorders an (image, label) stream so each run of `batch_size` is class balanced.
+
+    Every group of `batch_size` consecutive elements holds `k = batch_size // m` distinct
+    classes, drawn uniformly without replacement per batch, with m images each (in class
+    blocks); each class's images come from its own shuffled, repeated stream.
+    """
+    m = samples_per_class
+    if isinstance(m, bool) or not isinstance(m, int) or m < 1 or batch_size % m:
+        raise ValueError(f"samples_per_class must be a positive int dividing batch_size "
+                         f"{batch_size}, got {m!r}; e.g. batch_size=64, samples_per_class=4.")
+    classes_per_batch = batch_size // m
+    labels = np.unique(np.fromiter(
+        dataset.map(lambda image, label: label).as_numpy_iterator(), dtype=np.int64))
+    if len(labels) < classes_per_batch:
+        raise ValueError(f"Class-balanced batches need {classes_per_batch} distinct classes "
+                         f"(batch_size {batch_size} / samples_per_class {m}) but the source "
+                         f"has {len(labels)}; lower batch_size or raise samples_per_class.")
+    buffer = max(m, shuffle_buffer // len(labels))
+    streams = []
+    for index, label in enumerate(labels):
+        stream = dataset.filter(lambda image, y, label=label: tf.equal(y, label))
+        stream_seed = None if seed is None else (seed + 1 + index) & 0x7FFFFFFF
+        streams.append(stream.shuffle(buffer, seed=stream_seed).repeat())
+    num_classes = len(labels)
+
+    def batch_choice(random):
+        order = tf.argsort(tf.random.stateless_uniform(
+            [num_classes], tf.stack([random, tf.constant(1, tf.int64)])))
+        chosen = order[:classes_per_batch]  # k distinct stream indices
+        return tf.cast(tf.repeat(chosen, m), tf.int64)  # [k * m], class blocks
+
+    choices = tf.data.Dataset.random(seed=seed).map(batch_choice).unbatch()
+    return tf.data.Dataset.choose_from_datasets(streams, choices)
