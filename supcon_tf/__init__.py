@@ -11,5 +11,6 @@ from supcon_tf.losses import SupConLoss
 from supcon_tf.losses import contrastive_loss
 from supcon_tf.models import ClassificationHead
 from supcon_tf.models import ProjectionHead
+from supcon_tf.models import SupConModel
 
 __version__ = "0.1.0"

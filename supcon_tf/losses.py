@@ -86,16 +86,20 @@ def _prepare_features(features):
     return features, num_views
 
 
-def _prepare_labels(labels, features):
+def class_ids(labels, batch_size=None):
     """Validates labels and returns them as int32 `[batch]` class ids (None stays None).
 
     Args:
         labels: None, int (or integral float) `[batch]` or `[batch, 1]`, or one-hot
             `[batch, num_classes]`.
-        features: float32 `[batch, views, dim]`, for the batch size.
+        batch_size: The expected batch size, or None (not checked).
 
     Returns:
         int32 `[batch]`, or None.
+
+    Raises:
+        ValueError: labels of rank 0 or > 2, of another batch size, or one-hot rows that are
+            not one-hot (checked when the values are concrete).
     """
     if labels is None:
         return None
@@ -105,11 +109,10 @@ def _prepare_labels(labels, features):
         raise ValueError(
             f"labels must be [batch], [batch, 1] or one-hot [batch, num_classes], got shape "
             f"{shape}: flatten them to one class id per sample.")
-    batch = features.shape[0]
-    if shape[0] is not None and batch is not None and shape[0] != batch:
+    if shape[0] is not None and batch_size is not None and shape[0] != batch_size:
         raise ValueError(
-            f"labels have batch size {shape[0]} but features have {batch}: pass one label per "
-            "sample (not one per view).")
+            f"labels have batch size {shape[0]} but features have {batch_size}: pass one label "
+            "per sample (not one per view).")
     if len(shape) == 2 and shape[1] != 1:
         value = _concrete(labels)
         if value is not None:
@@ -144,8 +147,8 @@ def _global_batch(features, labels):
         (global_features, global_ids), offset = distribute.gather_global(features, labels)
         local_ids = labels
     # all_gather loses the static shape; the views axis must stay static.
-    global_features = ops.reshape(global_features, (-1,) + tuple(
-        -1 if d is None else d for d in features.shape[1:]))
+    global_features = ops.reshape(
+        global_features, (-1, features.shape[1], ops.shape(features)[2]))
     return global_features, local_ids, global_ids, offset
 
 
@@ -416,7 +419,7 @@ def contrastive_loss(features, labels=None, *, temperature=0.1, contrast_mode="a
         raise ValueError(
             f"positives_cap must be an int >= -1 (-1 = no cap), got {positives_cap!r}.")
     features, num_views = _prepare_features(features)
-    labels = _prepare_labels(labels, features)
+    labels = class_ids(labels, features.shape[0])
     if num_views == 1 and labels is None:
         raise ValueError(
             "features have one view and labels are None, so no anchor has a positive: pass "
@@ -486,8 +489,8 @@ def cross_entropy_loss(labels, logits, label_smoothing=0.0):
         raise ValueError(
             f"logits must be [batch, num_classes], got shape {tuple(logits.shape)}.")
     num_classes = logits.shape[1]
-    class_ids = _prepare_labels(labels, logits[:, None, :])
-    targets = ops.one_hot(class_ids, num_classes)
+    labels = class_ids(labels, logits.shape[0])
+    targets = ops.one_hot(labels, num_classes)
     targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
     return -ops.sum(targets * ops.log_softmax(logits, axis=-1), axis=-1)
 
@@ -555,7 +558,7 @@ def n_pairs_loss(features, labels=None, l2_penalty=0.002):
             f"n_pairs_loss needs exactly 2 views (anchor, positive), got {num_views}.")
     if l2_penalty < 0:
         raise ValueError(f"l2_penalty must be >= 0, got {l2_penalty}.")
-    labels = _prepare_labels(labels, features)
+    labels = class_ids(labels, features.shape[0])
     global_features, local_ids, global_ids, offset = _global_batch(features, labels)
     anchors, positives = features[:, 0], features[:, 1]
     own_positive_logit = ops.sum(anchors * positives, axis=1)
@@ -633,7 +636,7 @@ def triplet_loss(features, labels=None, margin=0.2, mining="semi_hard"):
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}.")
     features, num_views = _prepare_features(features)
-    labels = _prepare_labels(labels, features)
+    labels = class_ids(labels, features.shape[0])
     if num_views == 1 and labels is None:
         raise ValueError(
             "triplet_loss with one view needs labels: no anchor has a positive otherwise.")
@@ -673,7 +676,7 @@ def max_margin_contrastive_loss(features, labels=None, margin=1.0):
     """
     _check_positive("margin", margin)
     features, num_views = _prepare_features(features)
-    labels = _prepare_labels(labels, features)
+    labels = class_ids(labels, features.shape[0])
     anchors, contrast, positives, negatives, num_views = _pair_masks(features, labels)
     squared = _pairwise_squared_distances(anchors, contrast)
     # sqrt has an infinite slope at 0: clamp (only dissimilar pairs need D itself).

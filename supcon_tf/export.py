@@ -1,0 +1,70 @@
+"""SavedModel export with serving signatures that need no supcon_tf import to load.
+
+`export_saved_model(model, path)` writes a SavedModel whose signatures each take a float32 batch
+of images `[B, H, W, C]` in [0, 1] under the input name `images`:
+
+* `embed`: the encoder's representation, `{"embeddings": [B, F]}`;
+* `project`: the projection head's L2-normalised output, `{"projections": [B, d]}`
+  (models trained with a contrastive loss);
+* `classify`: `{"logits": [B, K], "probabilities": [B, K]}` from the classifier (cross-entropy
+  or joint models) or else the online linear probe, when the model has one.
+
+A fresh process loads it with `tf.saved_model.load(path).signatures["embed"](images=...)`.
+"""
+
+import os
+
+import tensorflow as tf
+
+
+def _image_spec(encoder):
+    shape = (None,) + tuple(encoder.input_shape[1:])
+    return tf.TensorSpec(shape, tf.float32, name="images")
+
+
+def export_saved_model(model, path):
+    """Exports a `SupConModel` (or anything with `.encoder`) as a SavedModel.
+
+    Args:
+        model: A built `SupConModel`.
+        path: Directory to write; must not exist yet or be an empty directory.
+
+    Returns:
+        The list of signature names written.
+
+    Raises:
+        ValueError: `path` exists and is not an empty directory (nothing is overwritten).
+    """
+    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+        raise ValueError(
+            f"Export path {path} already exists and is not empty: remove it or choose another.")
+    spec = _image_spec(model.encoder)
+    module = tf.Module()
+    module.model = model
+    signatures = {}
+
+    @tf.function(input_signature=[spec])
+    def embed(images):
+        return {"embeddings": tf.cast(model.encoder(images, training=False), tf.float32)}
+
+    signatures["embed"] = embed
+    head = getattr(model, "projection_head", None)
+    if head is not None:
+        @tf.function(input_signature=[spec])
+        def project(images):
+            return {"projections": head(model.encoder(images, training=False),
+                                        training=False)}
+
+        signatures["project"] = project
+    classifier = getattr(model, "classifier", None) or getattr(model, "probe", None)
+    if classifier is not None:
+        @tf.function(input_signature=[spec])
+        def classify(images):
+            logits = tf.cast(classifier(model.encoder(images, training=False)), tf.float32)
+            return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
+
+        signatures["classify"] = classify
+    for name, fn in signatures.items():
+        setattr(module, name, fn)
+    tf.saved_model.save(module, path, signatures=signatures)
+    return sorted(signatures)

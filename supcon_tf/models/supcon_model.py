@@ -1,0 +1,310 @@
+"""SupConModel: a Keras model whose `train_step` does contrastive (or cross-entropy) training.
+
+    model = supcon_tf.SupConModel(encoder, loss="supcon", num_classes=10)
+    model.compile(optimizer=supcon_tf.optimizers.LARS(0.5))
+    model.fit(dataset)          # (views [B, V, H, W, C], labels [B]) batches
+    embeddings = model.predict(images)   # encoder output for single-view images [B, H, W, C]
+
+One training step: the multi-view batch `[B, V, ...]` is laid out view-major as `[V*B, ...]`
+for the encoder (so batch norm sees every view), the encoder output goes through the projection
+head to L2-normalised embeddings `[B, V, d]`, and the loss compares them. With `num_classes` an
+online linear probe (a classifier on the stop-gradient encoder output) trains in the same step
+and reports accuracy; its gradients never reach the encoder. Under `tf.distribute` the loss
+gathers the global batch itself (see `supcon_tf.losses`), and the step divides the local loss by
+the replica count so that the summed gradients are those of the global mean.
+"""
+
+import keras
+from keras import ops
+
+from supcon_tf import distribute
+from supcon_tf import losses
+from supcon_tf.models import heads
+
+LOSSES = ("supcon", "simclr", "cross_entropy", "n_pairs", "triplet", "max_margin", "joint")
+_CONTRASTIVE = ("supcon", "simclr", "n_pairs", "triplet", "max_margin", "joint")
+_NEEDS_LABELS = ("cross_entropy", "joint")
+_IMAGE_KEYS = ("images", "image", "views")
+_LABEL_KEYS = ("labels", "label")
+
+
+def _contrastive_fn(name, temperature, options):
+    """Returns `fn(embeddings [B, V, d], labels or None) -> float32 [B]` for a loss name."""
+    if name in ("supcon", "joint"):
+        return lambda z, y: losses.contrastive_loss(z, y, temperature=temperature, **options)
+    if name == "simclr":
+        return lambda z, y: losses.nt_xent_loss(z, temperature=temperature)
+    if name == "n_pairs":
+        return lambda z, y: losses.n_pairs_loss(z, y, **options)
+    if name == "triplet":
+        return lambda z, y: losses.triplet_loss(z, y, **options)
+    if name == "max_margin":
+        return lambda z, y: losses.max_margin_contrastive_loss(z, y, **options)
+    return None
+
+
+@keras.saving.register_keras_serializable(package="supcon_tf")
+class SupConModel(keras.Model):
+    """Contrastive pretraining of `encoder` with a projection head (and optional online probe).
+
+    Args:
+        encoder: A Keras model mapping images float `[B, H, W, C]` (in [0, 1]) to feature
+            vectors `[B, F]`, e.g. `supcon_tf.models.resnet.resnet(50)` or a
+            `keras.applications` model with `pooling="avg"`.
+        loss: One of `LOSSES`: "supcon" (SupCon, labels optional: without them it is SimCLR),
+            "simclr" (NT-Xent, labels ignored), "cross_entropy" (a classifier on the encoder,
+            every view a training example), "n_pairs", "triplet", "max_margin", or "joint"
+            (`ce_weight * CE + supcon_weight * SupCon` in one stage).
+        num_views: Views per sample V when the input is single-view and `augmenter` makes them.
+        projection_units: Sizes of the projection head's Dense layers, e.g. `[2048, 128]`
+            (CIFAR SupCon), `[128]` (ImageNet SupCon), `[2048, 2048, 128]` (SimCLR).
+        projection_batch_norm: Batch norm in the projection head (SimCLR's head).
+        normalize_encoder_output: L2-normalise the encoder output before the head (paper).
+        num_classes: Classes of the classifier ("cross_entropy", "joint") and of the online
+            probe; None trains no probe (required for the two CE losses).
+        temperature: tau of the SupCon / NT-Xent losses.
+        loss_options: Extra keyword arguments of the loss function (e.g.
+            `{"positives_cap": 5}` for SupCon, `{"margin": 0.2, "mining": "batch_hard"}` for
+            triplet).
+        label_smoothing: Of the cross-entropy ("cross_entropy", "joint").
+        ce_weight, supcon_weight: Weights of the "joint" loss.
+        probe: Train the online linear probe (needs `num_classes`).
+        augmenter: Optional Keras layer mapping a batch of images `[B, H, W, C]` to a randomly
+            augmented batch of the same shape; with it `fit` accepts single-view batches and
+            makes `num_views` views in the model. Must be a registered Keras layer to be saved.
+        sync_batch_norm: Use synchronized batch norm in the heads.
+        **kwargs: `keras.Model` arguments (`name`, ...).
+
+    Raises:
+        ValueError: an unknown loss, a CE loss without `num_classes`, or an encoder whose
+            output is not `[batch, features]`.
+    """
+
+    def __init__(self, encoder, loss="supcon", num_views=2, projection_units=(2048, 128),
+                 projection_batch_norm=False, normalize_encoder_output=False,
+                 num_classes=None, temperature=0.1, loss_options=None, label_smoothing=0.0,
+                 ce_weight=1.0, supcon_weight=1.0, probe=True, augmenter=None,
+                 sync_batch_norm=False, **kwargs):
+        super().__init__(**kwargs)
+        if loss not in LOSSES:
+            raise ValueError(
+                f"Unknown loss {loss!r}; use one of: {', '.join(LOSSES)}.")
+        if loss in _NEEDS_LABELS and not num_classes:
+            raise ValueError(
+                f"loss {loss!r} trains a classifier: pass num_classes (the number of labels).")
+        if not isinstance(num_views, int) or num_views < 1:
+            raise ValueError(f"num_views must be an int >= 1, got {num_views!r}.")
+        output_shape = tuple(encoder.output_shape)
+        if len(output_shape) != 2 or output_shape[-1] is None:
+            raise ValueError(
+                f"The encoder must output feature vectors [batch, features], got "
+                f"{output_shape}: end it with global pooling (e.g. pooling='avg') or Flatten.")
+        self.encoder = encoder
+        self.loss_name = loss
+        self.num_views = num_views
+        self.projection_units = list(projection_units)
+        self.projection_batch_norm = projection_batch_norm
+        self.normalize_encoder_output = normalize_encoder_output
+        self.num_classes = num_classes
+        self.temperature = temperature
+        self.loss_options = dict(loss_options or {})
+        self.label_smoothing = label_smoothing
+        self.ce_weight = ce_weight
+        self.supcon_weight = supcon_weight
+        self.probe_enabled = bool(probe and num_classes)
+        self.augmenter = augmenter
+        self.sync_batch_norm = sync_batch_norm
+        self._contrastive = _contrastive_fn(loss, temperature, self.loss_options)
+
+        feature_dim = output_shape[-1]
+        # Every sublayer is built here from the encoder's output shape: a layer first built
+        # inside train_step would be saved unbuilt and silently lost on reload.
+        self.projection_head = None
+        if loss in _CONTRASTIVE:
+            self.projection_head = heads.ProjectionHead(
+                self.projection_units, use_batch_norm=projection_batch_norm,
+                normalize_input=normalize_encoder_output, sync_batch_norm=sync_batch_norm,
+                name="projection_head")
+            self.projection_head.build((None, feature_dim))
+        self.classifier = None
+        if loss in _NEEDS_LABELS:
+            self.classifier = heads.ClassificationHead(
+                num_classes, stop_gradient=False, name="classifier")
+            self.classifier.build((None, feature_dim))
+        self.probe = None
+        if self.probe_enabled:
+            self.probe = heads.ClassificationHead(
+                num_classes, stop_gradient=True, name="probe")
+            self.probe.build((None, feature_dim))
+
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.contrastive_tracker = keras.metrics.Mean(name="contrastive_loss")
+        self.ce_tracker = keras.metrics.Mean(name="ce_loss")
+        self.probe_loss_tracker = keras.metrics.Mean(name="probe_loss")
+        self.probe_accuracy = keras.metrics.SparseCategoricalAccuracy(name="probe_accuracy")
+        self.ce_accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+
+    # ------------------------------------------------------------------------------------------
+    # Inputs.
+    # ------------------------------------------------------------------------------------------
+
+    @property
+    def metrics(self):
+        trackers = [self.loss_tracker]
+        if self._contrastive is not None:
+            trackers.append(self.contrastive_tracker)
+        if self.classifier is not None:
+            trackers += [self.ce_tracker, self.ce_accuracy]
+        if self.probe is not None:
+            trackers += [self.probe_loss_tracker, self.probe_accuracy]
+        return trackers
+
+    def _image_rank(self):
+        return len(self.encoder.input_shape)
+
+    def _unpack(self, data):
+        """(x, y) from a batch: a tuple, or a dict with image and label keys."""
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        if isinstance(x, dict):
+            images = next((x[k] for k in _IMAGE_KEYS if k in x), None)
+            if images is None:
+                raise ValueError(
+                    f"A dict batch needs the images under one of {_IMAGE_KEYS}, got keys "
+                    f"{sorted(x)}.")
+            if y is None:
+                y = next((x[k] for k in _LABEL_KEYS if k in x), None)
+            x = images
+        return x, y
+
+    def _views(self, x, training):
+        """float `[B, V, ...]` views of a batch that is multi-view or single-view."""
+        rank = len(x.shape)
+        image_rank = self._image_rank()
+        if rank == image_rank + 1:
+            return x
+        if rank != image_rank:
+            raise ValueError(
+                f"Expected multi-view images [batch, views, {', '.join(['...'] * (image_rank - 1))}]"
+                f" or single-view [batch, ...] matching the encoder input "
+                f"{tuple(self.encoder.input_shape)}, got shape {tuple(x.shape)}.")
+        if self.augmenter is None or not training:
+            return x[:, None]
+        return ops.stack([self.augmenter(x, training=True) for _ in range(self.num_views)],
+                         axis=1)
+
+    def _encode_views(self, views, training):
+        """Encoder features float `[V*B, F]` (view-major) of views `[B, V, ...]`."""
+        flat = ops.reshape(ops.swapaxes(views, 0, 1), (-1,) + tuple(views.shape[2:]))
+        return self.encoder(flat, training=training)
+
+    # ------------------------------------------------------------------------------------------
+    # The step.
+    # ------------------------------------------------------------------------------------------
+
+    def call(self, inputs, training=False):
+        """Encoder embeddings: `[B, F]` for single-view inputs, `[B, V, F]` for multi-view."""
+        if len(inputs.shape) == self._image_rank() + 1:
+            batch = ops.shape(inputs)[0]
+            num_views = inputs.shape[1]
+            features = self._encode_views(inputs, training)
+            return ops.swapaxes(ops.reshape(features, (num_views, batch, -1)), 0, 1)
+        return self.encoder(inputs, training=training)
+
+    def _step_loss(self, features, labels, num_views, training):
+        """Total loss (float32 scalar) of features `[V*B, F]`, updating the trackers."""
+        batch = ops.shape(features)[0] // num_views
+        total = 0.0
+        if labels is not None:
+            labels = losses.class_ids(labels)
+            view_labels = ops.tile(labels, (num_views,))  # view-major like the features
+        elif self.loss_name in _NEEDS_LABELS or (
+                self.loss_name != "simclr" and num_views == 1):
+            raise ValueError(
+                f"loss {self.loss_name!r} with {num_views} view(s) needs labels: pass "
+                "(images, labels) batches.")
+        if self._contrastive is not None and not (num_views == 1 and labels is None):
+            embeddings = self.projection_head(features, training=training)
+            embeddings = ops.swapaxes(ops.reshape(
+                embeddings, (num_views, batch, self.projection_units[-1])), 0, 1)
+            contrastive = ops.mean(self._contrastive(embeddings, labels))
+            self.contrastive_tracker.update_state(contrastive)
+            weight = self.supcon_weight if self.loss_name == "joint" else 1.0
+            total = total + weight * contrastive
+        if self.classifier is not None:
+            logits = self.classifier(features)
+            ce = ops.mean(losses.cross_entropy_loss(view_labels, logits, self.label_smoothing))
+            self.ce_tracker.update_state(ce)
+            self.ce_accuracy.update_state(view_labels, logits)
+            weight = self.ce_weight if self.loss_name == "joint" else 1.0
+            total = total + weight * ce
+        if self.probe is not None and labels is not None:
+            logits = self.probe(features)  # stop_gradient inside: trains the probe only
+            probe_loss = ops.mean(losses.cross_entropy_loss(view_labels, logits))
+            self.probe_loss_tracker.update_state(probe_loss)
+            self.probe_accuracy.update_state(view_labels, logits)
+            total = total + probe_loss
+        return total
+
+    def train_step(self, data):
+        import tensorflow as tf  # The TensorFlow trainer; other backends need their own step.
+
+        x, y = self._unpack(data)
+        views = self._views(x, training=True)
+        with tf.GradientTape() as tape:
+            features = self._encode_views(views, training=True)
+            loss = self._step_loss(features, y, views.shape[1], training=True)
+            # Gradients are summed over replicas: divide so their sum is the global mean's.
+            scaled = self.optimizer.scale_loss(loss / distribute.num_replicas_in_sync())
+        gradients = tape.gradient(scaled, self.trainable_weights)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
+        self.loss_tracker.update_state(loss)
+        return {m.name: m.result() for m in self.metrics}
+
+    def test_step(self, data):
+        x, y = self._unpack(data)
+        views = self._views(x, training=False)
+        features = self._encode_views(views, training=False)
+        loss = self._step_loss(features, y, views.shape[1], training=False)
+        self.loss_tracker.update_state(loss)
+        return {m.name: m.result() for m in self.metrics}
+
+    # ------------------------------------------------------------------------------------------
+    # Serialisation and export.
+    # ------------------------------------------------------------------------------------------
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "encoder": keras.saving.serialize_keras_object(self.encoder),
+            "loss": self.loss_name,
+            "num_views": self.num_views,
+            "projection_units": self.projection_units,
+            "projection_batch_norm": self.projection_batch_norm,
+            "normalize_encoder_output": self.normalize_encoder_output,
+            "num_classes": self.num_classes,
+            "temperature": self.temperature,
+            "loss_options": self.loss_options,
+            "label_smoothing": self.label_smoothing,
+            "ce_weight": self.ce_weight,
+            "supcon_weight": self.supcon_weight,
+            "probe": self.probe_enabled,
+            "augmenter": (keras.saving.serialize_keras_object(self.augmenter)
+                          if self.augmenter is not None else None),
+            "sync_batch_norm": self.sync_batch_norm,
+        })
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        if config.get("augmenter") is not None:
+            config["augmenter"] = keras.saving.deserialize_keras_object(config["augmenter"])
+        return cls(**config)
+
+    def export(self, path):
+        """Writes a SavedModel with `embed`, `project` and (with a classifier or probe)
+        `classify` signatures; see `supcon_tf.export.export_saved_model`."""
+        from supcon_tf import export
+
+        return export.export_saved_model(self, path)

@@ -1,0 +1,236 @@
+"""Tests for SupConModel: the step against an independent computation, and one device."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from supcon_tf.models import supcon_model
+from supcon_tf.models.supcon_model import SupConModel
+
+IMAGE = (4, 4, 3)
+
+
+def _encoder(seed=0, batch_norm=False):
+    keras.utils.set_random_seed(seed)
+    layers = [keras.Input(IMAGE), keras.layers.Flatten(), keras.layers.Dense(8)]
+    if batch_norm:
+        layers.append(keras.layers.BatchNormalization(synchronized=True))
+    layers.append(keras.layers.Activation("relu"))
+    return keras.Sequential(layers, name="encoder")
+
+
+def _data(batch=8, views=2, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.uniform(size=(batch, views) + IMAGE).astype("float32"),
+            np.array([0, 1, 2, 0, 1, 2, 0, 1][:batch]))
+
+
+def _plain_supcon(z, labels, temperature):
+    """Mean SupCon L_out with full masks, written directly in TensorFlow (no shared code)."""
+    views = z.shape[1]
+    contrast = tf.concat(tf.unstack(z, axis=1), axis=0)
+    logits = tf.matmul(contrast, contrast, transpose_b=True) / temperature
+    tiled = tf.tile(tf.constant(labels), [views])
+    not_self = 1.0 - tf.eye(tf.shape(contrast)[0])
+    positives = tf.cast(tf.equal(tiled[:, None], tiled[None, :]), tf.float32) * not_self
+    log_denominator = tf.math.log(tf.reduce_sum(tf.exp(logits) * not_self, 1, keepdims=True))
+    log_prob = logits - log_denominator
+    per_anchor = -tf.reduce_sum(positives * log_prob, 1) / tf.reduce_sum(positives, 1)
+    return temperature * tf.reduce_mean(per_anchor)
+
+
+def test_one_step_equals_a_hand_written_sgd_step():
+    x, y = _data()
+    model = SupConModel(_encoder(), projection_units=[6, 4], temperature=0.5, probe=False)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    start = [w.numpy() for w in model.trainable_weights]
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+
+    # The same step by hand: view-major encoder batch, head, plain formula, w -= lr * g.
+    variables = [tf.Variable(w) for w in start]
+    for v, w in zip(model.trainable_weights, start):
+        v.assign(w)
+    with tf.GradientTape() as tape:
+        flat = tf.reshape(tf.transpose(x, (1, 0, 2, 3, 4)), (-1,) + IMAGE)
+        z = model.projection_head(model.encoder(flat, training=True), training=True)
+        z = tf.transpose(tf.reshape(z, (2, 8, 4)), (1, 0, 2))
+        loss = _plain_supcon(z, y, 0.5)
+    grads = tape.gradient(loss, model.trainable_weights)
+    for v, g in zip(variables, grads):
+        v.assign_sub(0.1 * g)
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)  # From `start` again.
+    for got, want in zip(model.trainable_weights, variables):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_probe_gradients_never_reach_the_encoder():
+    x, y = _data()
+    with_probe = SupConModel(_encoder(1), projection_units=[4], num_classes=3)
+    without = SupConModel(_encoder(1), projection_units=[4], probe=False)
+    without.projection_head.set_weights(with_probe.projection_head.get_weights())
+    probe_before = [w.numpy() for w in with_probe.probe.weights]
+    for model in (with_probe, without):
+        model.compile(optimizer=keras.optimizers.SGD(0.5))
+        model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    for a, b in zip(with_probe.encoder.weights, without.encoder.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
+    assert any(not np.allclose(a, b.numpy())
+               for a, b in zip(probe_before, with_probe.probe.weights))
+    logs = with_probe.evaluate(x, y, verbose=0, return_dict=True)
+    assert set(logs) >= {"loss", "contrastive_loss", "probe_loss", "probe_accuracy"}
+
+
+@pytest.mark.parametrize("loss", supcon_model.LOSSES)
+def test_every_loss_trains_and_reports_finite_metrics(loss):
+    x, y = _data()
+    model = SupConModel(_encoder(), loss=loss, projection_units=[4], num_classes=3)
+    model.compile(optimizer=keras.optimizers.SGD(0.05))
+    history = model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    assert all(np.isfinite(v).all() for v in history.history.values())
+    if loss in ("cross_entropy", "joint"):
+        assert "accuracy" in history.history
+
+
+def test_simclr_without_labels_and_dict_batches():
+    x, y = _data()
+    model = SupConModel(_encoder(), projection_units=[4])
+    model.compile(optimizer="sgd")
+    model.fit(x, epochs=1, batch_size=4, verbose=0)  # No labels: SimCLR.
+    data = tf.data.Dataset.from_tensor_slices({"images": x, "labels": y}).batch(4)
+    logs = model.fit(data, epochs=1, verbose=0).history
+    assert "probe_accuracy" not in logs and np.isfinite(logs["loss"]).all()
+
+
+def test_single_view_input_with_in_model_augmenter():
+    x, y = _data()
+    augmenter = keras.layers.RandomFlip("horizontal_and_vertical", seed=0)
+    model = SupConModel(_encoder(), projection_units=[4], num_classes=3, num_views=3,
+                        augmenter=augmenter)
+    model.compile(optimizer="sgd")
+    history = model.fit(x[:, 0], y, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["contrastive_loss"]).all()
+    views = model._views(tf.constant(x[:, 0]), training=True)
+    assert tuple(views.shape) == (8, 3) + IMAGE
+
+
+def test_predict_returns_encoder_embeddings_and_keras_file_round_trips(tmp_path):
+    x, y = _data()
+    model = SupConModel(_encoder(), projection_units=[5, 4], num_classes=3,
+                        loss_options={"positives_cap": 2}, temperature=0.2)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    images = x[:, 0]
+    np.testing.assert_allclose(model.predict(images, verbose=0),
+                               model.encoder(images, training=False), rtol=1e-6)
+    path = tmp_path / "supcon.keras"
+    model.save(path)
+    revived = keras.models.load_model(path)
+    assert isinstance(revived, SupConModel)
+    assert revived.get_config()["loss_options"] == {"positives_cap": 2}
+    np.testing.assert_allclose(revived.predict(images, verbose=0),
+                               model.predict(images, verbose=0), rtol=1e-6)
+    for a, b in zip(revived.weights, model.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy())
+
+
+_LOAD_SCRIPT = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+assert "supcon_tf" not in sys.modules
+loaded = tf.saved_model.load(sys.argv[1])
+images = tf.constant(np.load(sys.argv[2]))
+out = {name: {k: v.numpy().tolist() for k, v in loaded.signatures[name](images=images).items()}
+       for name in ("embed", "project", "classify")}
+print(json.dumps(out))
+"""
+
+
+def test_export_loads_in_a_fresh_process_without_supcon_tf(tmp_path):
+    x, y = _data()
+    model = SupConModel(_encoder(), projection_units=[4], num_classes=3)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert model.export(str(tmp_path / "saved")) == ["classify", "embed", "project"]
+    np.save(tmp_path / "images.npy", x[:, 0])
+    (tmp_path / "load.py").write_text(_LOAD_SCRIPT)
+    result = subprocess.run(
+        [sys.executable, str(tmp_path / "load.py"), str(tmp_path / "saved"),
+         str(tmp_path / "images.npy")], capture_output=True, text=True, timeout=300,
+        cwd=tmp_path, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    features = model.encoder(x[:, 0], training=False)
+    np.testing.assert_allclose(out["embed"]["embeddings"], features, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["project"]["projections"],
+                               model.projection_head(features), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["classify"]["logits"], model.probe(features),
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="already exists and is not empty"):
+        model.export(str(tmp_path / "saved"))
+
+
+@pytest.mark.parametrize("loss", ["supcon", "simclr"])
+def test_two_replicas_take_the_same_step_as_one_device(loss):
+    x, y = _data()
+    single = SupConModel(_encoder(3, batch_norm=True), loss=loss, projection_units=[4])
+    single.compile(optimizer=keras.optimizers.SGD(0.5))
+    start = [w.numpy() for w in single.weights]
+    single.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        mirrored = SupConModel(_encoder(4, batch_norm=True), loss=loss, projection_units=[4])
+        mirrored.compile(optimizer=keras.optimizers.SGD(0.5))
+    for v, w in zip(mirrored.weights, start):
+        v.assign(w)
+    mirrored.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    for a, b in zip(mirrored.weights, single.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)
+    moved = [not np.allclose(a, b.numpy()) for a, b in zip(start, single.weights)]
+    assert any(moved)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_trains_with_a_float32_loss(policy):
+    x, y = _data()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = SupConModel(_encoder(), projection_units=[4], num_classes=3)
+        model.compile(optimizer=keras.optimizers.SGD(0.1))
+        history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+        assert model.encoder.compute_dtype != "float32"
+        assert all(np.isfinite(v).all() for v in history.history.values())
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(loss="arcface"), r"Unknown loss 'arcface'; use one of"),
+    (dict(loss="cross_entropy"), r"pass num_classes"),
+    (dict(num_views=0), r"num_views must be an int >= 1"),
+])
+def test_bad_constructor_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SupConModel(_encoder(), **kwargs)
+
+
+def test_encoder_without_vector_output_is_refused():
+    encoder = keras.Sequential([keras.Input(IMAGE), keras.layers.Conv2D(2, 1)])
+    with pytest.raises(ValueError, match="must output feature vectors.*pooling"):
+        SupConModel(encoder)
+
+
+def test_wrong_input_rank_and_missing_labels_are_refused():
+    model = SupConModel(_encoder(), loss="cross_entropy", num_classes=3)
+    model.compile(optimizer="sgd")
+    with pytest.raises(ValueError, match="Expected multi-view images"):
+        model.fit(np.zeros((4, 4, 4), "float32"), np.zeros(4), verbose=0)
+    with pytest.raises(ValueError, match="needs labels"):
+        model.fit(_data()[0], epochs=1, verbose=0)
