@@ -103,3 +103,31 @@ def gather_global(*tensors):
     offset = tf.reduce_sum(sizes[:replica_id])
     gathered = tuple(context.all_gather(t, axis=0) for t in tensors)
     return gathered, offset
+
+
+def assign_replicated(variables, values):
+    """Assigns values that every replica computed identically (an EMA, a queue update).
+
+    In a multi-replica context a plain `assign` of a mirrored variable from inside a replica is
+    refused (or would need an aggregation); this applies each value once per device from the
+    cross-replica context, as Keras' optimizers apply their updates.
+
+    Args:
+        variables: Keras or TensorFlow variables.
+        values: Tensors shaped like `variables`, equal on every replica.
+    """
+    variables, values = list(variables), list(values)
+    context = _replica_context()
+    if context is None:
+        for variable, value in zip(variables, values):
+            variable.assign(value)
+        return
+
+    def merge_fn(strategy, values):
+        for variable, value in zip(variables, values):
+            if isinstance(variable, keras.Variable):
+                variable = variable.value  # The tf.Variable (mirrored) behind it.
+            strategy.extended.update(
+                variable, lambda v, x: v.assign(x), args=(value,), group=False)
+
+    context.merge_call(merge_fn, args=(values,))

@@ -152,6 +152,40 @@ def _global_batch(features, labels):
     return global_features, local_ids, global_ids, offset
 
 
+def _prepare_memory(memory_features, memory_labels, features, labels, positives_cap):
+    """Validates memory keys; returns None or `(keys, key_ids or None, valid)`.
+
+    Args:
+        memory_features: None or float `[memory, dim]`.
+        memory_labels: int `[memory]`, -1 for empty slots.
+        features: float32 `[batch, views, dim]`.
+        labels: int32 `[batch]` or None.
+        positives_cap: int.
+
+    Returns:
+        None, or float32 `[memory, dim]` keys (no gradient), int32 `[memory]` class ids (None
+        without labels: keys are then only negatives) and bool `[memory]` filled slots.
+    """
+    if memory_features is None:
+        if memory_labels is not None:
+            raise ValueError("memory_labels were given without memory_features: pass both.")
+        return None
+    keys = ops.stop_gradient(ops.cast(ops.convert_to_tensor(memory_features), "float32"))
+    if len(keys.shape) != 2 or keys.shape[1] != features.shape[2]:
+        raise ValueError(
+            f"memory_features must be [memory, {features.shape[2]}] like the features' last "
+            f"dim, got shape {tuple(keys.shape)}.")
+    if memory_labels is None:
+        raise ValueError(
+            "memory_features need memory_labels [memory] (class ids, -1 for empty slots).")
+    if positives_cap != -1:
+        raise ValueError(
+            "positives_cap is not supported with a memory queue: use positives_cap=-1.")
+    key_labels = ops.cast(ops.reshape(ops.convert_to_tensor(memory_labels), (-1,)), "int32")
+    valid = key_labels >= 0
+    return keys, (key_labels if labels is not None else None), valid
+
+
 def _view_major(features):
     """float `[batch, views, dim]` -> `[views * batch, dim]`, row `v * batch + i`."""
     return ops.reshape(ops.transpose(features, (1, 0, 2)), (-1, ops.shape(features)[2]))
@@ -208,13 +242,14 @@ def _self_columns(num_anchors, local_batch, global_batch, offset):
     return (rows // local_batch) * global_batch + offset + rows % local_batch
 
 
-def _logsumexp_over_others(anchors, contrast, self_columns, temperature):
+def _logsumexp_over_others(anchors, contrast, self_columns, temperature, keys=None,
+                           keys_valid=None):
     """log sum_{a in A(i)} exp(z_i . z_a / tau) for every anchor, A(i) = all contrast but itself.
 
-    Builds no positives mask: only the anchor's own column is set to -inf, and the gradient is
-    written by hand so the backward pass is the two matrix products it must be, with no
-    elementwise pass over the `[anchors, contrast]` matrix (softmax rows are the saved
-    exponentials divided by their row sums, and that per-row factor is applied to the
+    Builds no positives mask: only the anchor's own column (and empty memory slots) are set to
+    -inf, and the gradient is written by hand so the backward pass is the two matrix products
+    it must be, with no elementwise pass over the `[anchors, contrast]` matrix (softmax rows are
+    the saved exponentials divided by their row sums, and that per-row factor is applied to the
     `[*, dim]` operands instead).
 
     Args:
@@ -222,20 +257,30 @@ def _logsumexp_over_others(anchors, contrast, self_columns, temperature):
         contrast: float32 `[views * global_batch, dim]`, view-major.
         self_columns: int32 `[num_anchors]`, each anchor's own contrast column.
         temperature: float > 0.
+        keys: Optional float32 `[memory, dim]` memory keys appended to the contrast set; they
+            receive no gradient.
+        keys_valid: bool `[memory]`, False for empty memory slots (left out of A(i)).
 
     Returns:
         float32 `[num_anchors]`.
     """
     inv_temperature = 1.0 / temperature
+    num_batch_columns = ops.shape(contrast)[0]
 
     @ops.custom_gradient
-    def logsumexp(anchors, contrast):
-        logits = ops.matmul(anchors * inv_temperature, ops.transpose(contrast))
+    def logsumexp(*tensors):
+        anchors, contrast = tensors[:2]
+        everything = contrast if keys is None else ops.concatenate([contrast, tensors[2]], 0)
+        logits = ops.matmul(anchors * inv_temperature, ops.transpose(everything))
         # The anchor's own column becomes -inf. A broadcast comparison + where lets TensorFlow
         # reuse the logits buffer (a scatter would copy the whole matrix).
-        is_self = ops.equal(
-            ops.arange(ops.shape(contrast)[0], dtype="int32")[None, :], self_columns[:, None])
-        logits = ops.where(is_self, -math.inf, logits)
+        excluded = ops.equal(
+            ops.arange(ops.shape(everything)[0], dtype="int32")[None, :], self_columns[:, None])
+        if keys is not None:
+            empty = ops.concatenate(
+                [ops.zeros((num_batch_columns,), "bool"), ops.logical_not(keys_valid)], 0)
+            excluded = ops.logical_or(excluded, empty[None, :])
+        logits = ops.where(excluded, -math.inf, logits)
         # Shift by the row max (value only) so exp never overflows, even for tau = 0.01.
         row_max = ops.max(logits, axis=1)
         row_max = ops.where(ops.isfinite(row_max), row_max, 0.0)
@@ -248,24 +293,30 @@ def _logsumexp_over_others(anchors, contrast, self_columns, temperature):
                 (upstream,) = args
             # d lse_i / d logit_ij = exp_ij / total_i.
             row_scale = ops.divide_no_nan(upstream, total) * inv_temperature
-            d_anchors = row_scale[:, None] * ops.matmul(exp, contrast)
+            d_anchors = row_scale[:, None] * ops.matmul(exp, everything)
+            batch_exp = exp if keys is None else exp[:, :num_batch_columns]
             # (exp^T @ scaled)^T computed as scaled^T @ exp: only [*, dim] factors are
             # transposed, never the [anchors, contrast] matrix (no second copy of it).
             d_contrast = ops.transpose(
-                ops.matmul(ops.transpose(row_scale[:, None] * anchors), exp))
-            return d_anchors, d_contrast
+                ops.matmul(ops.transpose(row_scale[:, None] * anchors), batch_exp))
+            if keys is None:
+                return d_anchors, d_contrast
+            return d_anchors, d_contrast, ops.zeros_like(tensors[2])
 
         return value, grad
 
-    return logsumexp(anchors, contrast)
+    if keys is None:
+        return logsumexp(anchors, contrast)
+    return logsumexp(anchors, contrast, keys)
 
 
-def _supcon_default(anchors, global_features, global_ids, self_columns, temperature):
+def _supcon_default(anchors, global_features, global_ids, self_columns, temperature,
+                    memory=None):
     """L_out with denominator "all" and no cap, without any `[anchors, contrast]` mask.
 
     sum_{p in P(i)} z_i . z_p = z_i . (S_{y_i} - z_i), with S_c the sum of every view of every
-    class-c sample, so the positive term needs only per-class sums (a segment sum over the
-    global batch) and the denominator is one log-sum-exp.
+    class-c sample (and of every class-c memory key), so the positive term needs only
+    per-class sums (segment sums) and the denominator is one log-sum-exp.
 
     Args:
         anchors: float32 `[num_anchors, dim]`.
@@ -273,6 +324,7 @@ def _supcon_default(anchors, global_features, global_ids, self_columns, temperat
         global_ids: int32 `[global_batch]` class ids.
         self_columns: int32 `[num_anchors]`, each anchor's own contrast column.
         temperature: float.
+        memory: None or `(keys [memory, dim], key_ids [memory] or None, valid [memory])`.
 
     Returns:
         float32 `[num_anchors]`, unscaled.
@@ -280,16 +332,32 @@ def _supcon_default(anchors, global_features, global_ids, self_columns, temperat
     global_batch = ops.shape(global_features)[0]
     num_views = global_features.shape[1]
     contrast = _view_major(global_features)
-    log_denominator = _logsumexp_over_others(anchors, contrast, self_columns, temperature)
+    keys, key_ids, valid = memory if memory is not None else (None, None, None)
+    log_denominator = _logsumexp_over_others(
+        anchors, contrast, self_columns, temperature, keys, valid)
 
-    dense_global = _dense_class_ids(global_ids)
+    view_sums = ops.sum(global_features, axis=1)  # [global_batch, dim]
+    batch_ones = ops.ones_like(global_ids, dtype="float32")
+    if key_ids is None:
+        dense = _dense_class_ids(global_ids)
+        num_segments = global_batch
+    else:  # Same-class memory keys are positives too: one dense id space for both.
+        dense = _dense_class_ids(ops.concatenate([global_ids, key_ids], 0))
+        num_segments = global_batch + ops.shape(key_ids)[0]
+    dense_global = dense[:global_batch]
     dense_anchor = ops.take(dense_global, self_columns % global_batch)
-    class_sums = ops.segment_sum(  # [global_batch, dim]; rows past the last class stay 0.
-        ops.sum(global_features, axis=1), dense_global, num_segments=global_batch)
-    class_counts = ops.segment_sum(
-        ops.ones_like(dense_global, dtype="float32"), dense_global, num_segments=global_batch)
+    class_sums = ops.segment_sum(view_sums, dense_global, num_segments=num_segments)
+    class_counts = num_views * ops.segment_sum(
+        batch_ones, dense_global, num_segments=num_segments)
+    if key_ids is not None:
+        weights = ops.cast(valid, "float32")
+        dense_keys = dense[global_batch:]
+        class_sums = class_sums + ops.segment_sum(
+            keys * weights[:, None], dense_keys, num_segments=num_segments)
+        class_counts = class_counts + ops.segment_sum(
+            weights, dense_keys, num_segments=num_segments)
     positives_sum = ops.take(class_sums, dense_anchor, axis=0) - anchors  # [num_anchors, dim]
-    num_positives = ops.take(class_counts, dense_anchor) * num_views - 1.0
+    num_positives = ops.take(class_counts, dense_anchor) - 1.0
     mean_positive_logit = ops.divide_no_nan(
         ops.sum(anchors * positives_sum, axis=1) / temperature, num_positives)
     loss = log_denominator - mean_positive_logit
@@ -297,7 +365,8 @@ def _supcon_default(anchors, global_features, global_ids, self_columns, temperat
 
 
 def _supcon_masked(anchors, contrast, same_class, self_columns, num_views, num_anchor_views,
-                   offset, temperature, summation, denominator, positives_cap):
+                   offset, temperature, summation, denominator, positives_cap, memory=None,
+                   local_ids=None):
     """Every SupCon variant, with explicit `[anchors, contrast]` masks.
 
     Args:
@@ -310,6 +379,8 @@ def _supcon_masked(anchors, contrast, same_class, self_columns, num_views, num_a
         num_anchor_views: int, anchor views per sample.
         offset: int32 scalar, this replica's first global sample.
         temperature, summation, denominator, positives_cap: as in `contrastive_loss`.
+        memory: None or `(keys [memory, dim], key_ids [memory] or None, valid [memory])`.
+        local_ids: int32 `[local_batch]` class ids (needed with a labelled memory).
 
     Returns:
         float32 `[num_anchors]`, unscaled.
@@ -333,6 +404,19 @@ def _supcon_masked(anchors, contrast, same_class, self_columns, num_views, num_a
     not_self = ops.not_equal(
         ops.arange(ops.shape(contrast)[0], dtype="int32")[None, :], self_columns[:, None])
     positives = ops.logical_and(kept_mask, not_self)
+    if memory is not None:  # Memory keys: positives if same-class, negatives otherwise.
+        keys, key_ids, valid = memory
+        if key_ids is None:
+            same_key = ops.zeros((local_batch, ops.shape(keys)[0]), "bool")
+        else:
+            same_key = ops.logical_and(ops.equal(local_ids[:, None], key_ids[None, :]),
+                                       valid[None, :])
+        other_key = ops.logical_and(ops.logical_not(same_key), valid[None, :])
+        positives = ops.concatenate(
+            [positives, ops.tile(same_key, (num_anchor_views, 1))], axis=1)
+        negatives = ops.concatenate(
+            [negatives, ops.tile(other_key, (num_anchor_views, 1))], axis=1)
+        contrast = ops.concatenate([contrast, keys], axis=0)
 
     logits = ops.matmul(anchors, ops.transpose(contrast)) / temperature
     negatives_lse, has_negatives = _masked_logsumexp(logits, negatives)
@@ -363,7 +447,7 @@ def _supcon_masked(anchors, contrast, same_class, self_columns, num_views, num_a
 
 def contrastive_loss(features, labels=None, *, temperature=0.1, contrast_mode="all_views",
                      summation="outside", denominator="all", positives_cap=-1,
-                     scale_by_temperature=True):
+                     scale_by_temperature=True, memory_features=None, memory_labels=None):
     """The SupCon family of losses (Khosla et al., 2020), one value per sample.
 
     For anchor i with positives P(i) (the other samples of its class and its own other views),
@@ -400,6 +484,12 @@ def contrastive_loss(features, labels=None, *, temperature=0.1, contrast_mode="a
             with all its views; the removed ones leave the denominator too. -1: no cap.
         scale_by_temperature: multiply the loss by tau (the paper's rescaling, which keeps the
             gradient scale independent of tau). There is no other hidden base temperature.
+        memory_features: Optional float `[memory, dim]` keys from a memory queue (MoCo-style,
+            the rebuttal's memory variant), L2-normalised. They join every anchor's contrast
+            set and receive no gradient; with labels, same-class keys are positives.
+        memory_labels: int `[memory]` class ids of the keys, -1 for an empty slot (left out
+            entirely). Required with `memory_features`; without labels only "-1 = empty" is
+            read and every filled key is a negative.
 
     Returns:
         float32 `[batch]`: each sample's loss averaged over its anchor views. An anchor with no
@@ -409,7 +499,8 @@ def contrastive_loss(features, labels=None, *, temperature=0.1, contrast_mode="a
     Raises:
         ValueError: features without a views axis; labels of another batch size, of rank > 2,
             or one-hot rows that are not one-hot; an unknown mode; temperature <= 0;
-            positives_cap < -1; one view without labels (no positive can exist).
+            positives_cap < -1; one view without labels (no positive can exist); memory keys
+            of another dim, without labels, or with a positives cap.
     """
     _check_choice("contrast_mode", contrast_mode, CONTRAST_MODES)
     _check_choice("summation", summation, SUMMATIONS)
@@ -425,6 +516,7 @@ def contrastive_loss(features, labels=None, *, temperature=0.1, contrast_mode="a
             "features have one view and labels are None, so no anchor has a positive: pass "
             "labels, or at least two augmented views per sample.")
 
+    memory = _prepare_memory(memory_features, memory_labels, features, labels, positives_cap)
     global_features, local_ids, global_ids, offset = _global_batch(features, labels)
     num_anchor_views = num_views if contrast_mode == "all_views" else 1
     local_batch = ops.shape(features)[0]
@@ -433,12 +525,14 @@ def contrastive_loss(features, labels=None, *, temperature=0.1, contrast_mode="a
         num_anchor_views * local_batch, local_batch, ops.shape(global_features)[0], offset)
 
     if summation == "outside" and denominator == "all" and positives_cap == -1:
-        loss = _supcon_default(anchors, global_features, global_ids, self_columns, temperature)
+        loss = _supcon_default(
+            anchors, global_features, global_ids, self_columns, temperature, memory)
     else:
         same_class = ops.equal(local_ids[:, None], global_ids[None, :])
         loss = _supcon_masked(
             anchors, _view_major(global_features), same_class, self_columns, num_views,
-            num_anchor_views, offset, temperature, summation, denominator, positives_cap)
+            num_anchor_views, offset, temperature, summation, denominator, positives_cap,
+            memory, local_ids)
     if scale_by_temperature:
         loss = loss * temperature
     # [num_anchor_views * batch] -> [num_anchor_views, batch] -> mean over anchor views.

@@ -20,18 +20,28 @@ def _class_ids(labels, batch):
 
 def supcon(features, labels=None, temperature=0.1, contrast_mode="all_views",
            summation="outside", denominator="all", positives_cap=-1,
-           scale_by_temperature=True):
-    """Per-sample SupCon loss, one anchor at a time."""
+           scale_by_temperature=True, memory_features=None, memory_labels=None):
+    """Per-sample SupCon loss, one anchor at a time.
+
+    Memory keys (label -1 = empty slot, skipped) join A(i); with labels, a key of the anchor's
+    class is a positive, any other filled key a negative; without labels every filled key is a
+    negative.
+    """
     z = np.asarray(features, np.float64)
     batch, views = z.shape[:2]
     z = z.reshape(batch, views, -1)
     y = _class_ids(labels, batch)
+    keys = [] if memory_features is None else [
+        (np.asarray(k, np.float64), int(c)) for k, c in zip(memory_features, memory_labels)
+        if c >= 0]
     anchor_views = range(views) if contrast_mode == "all_views" else [0]
     out = np.zeros(batch)
     for i in range(batch):
         per_view = []
         for v in anchor_views:
             def logit(item):
+                if item[0] == "key":
+                    return float(z[i, v] @ keys[item[1]][0]) / temperature
                 return float(z[i, v] @ z[item[0], item[1]]) / temperature
 
             same = [j for j in range(batch) if j != i and y[j] == y[i]]
@@ -39,6 +49,11 @@ def supcon(features, labels=None, temperature=0.1, contrast_mode="all_views",
             positives = [(i, u) for u in range(views) if u != v]
             positives += [(j, u) for j in kept for u in range(views)]
             negatives = [(j, u) for j in range(batch) if y[j] != y[i] for u in range(views)]
+            for k, (_, key_class) in enumerate(keys):
+                if labels is not None and key_class == y[i]:
+                    positives.append(("key", k))
+                else:
+                    negatives.append(("key", k))
             everything = positives + negatives  # A(i): self and capped-away positives excluded.
             if not positives or (denominator == "only_negatives" and not negatives):
                 per_view.append(0.0)

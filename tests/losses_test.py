@@ -137,6 +137,77 @@ def test_simclr_formulation_is_twice_the_mean_nt_xent():
 
 
 # ------------------------------------------------------------------------------------------
+# Memory keys (the rebuttal's MoCo-style queue).
+# ------------------------------------------------------------------------------------------
+
+MEMORY_GRID = list(itertools.product(
+    ("outside", "inside"), ("all", "one_positive", "only_negatives"), ("all_views", "one_view"),
+    (True, False)))
+
+
+@pytest.mark.parametrize("summation,denominator,contrast_mode,with_labels", MEMORY_GRID)
+def test_memory_keys_match_reference(summation, denominator, contrast_mode, with_labels):
+    features = _unit_features(6, 2, 5, seed=7)
+    labels = _labels(6, 3, seed=7) if with_labels else None
+    keys = _unit_features(9, 1, 5, seed=8)[:, 0]
+    key_labels = np.array([0, 1, 2, -1, 0, 2, -1, 1, 0])  # -1: empty slots, left out.
+    options = dict(temperature=0.2, summation=summation, denominator=denominator,
+                   contrast_mode=contrast_mode)
+    got = losses.contrastive_loss(features, labels, memory_features=keys,
+                                  memory_labels=key_labels, **options)
+    want = ref.supcon(features, labels, memory_features=keys, memory_labels=key_labels,
+                      **options)
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
+
+
+def test_memory_keys_get_no_gradient_and_features_match_finite_differences():
+    features = _unit_features(5, 2, 3, seed=9, dtype="float64")
+    labels = np.array([0, 1, 0, 1, 2])
+    keys = tf.constant(_unit_features(4, 1, 3, seed=10)[:, 0])
+    key_labels = np.array([2, 0, -1, 1])
+    x = tf.constant(features)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, keys])
+        total = tf.reduce_sum(losses.contrastive_loss(
+            x, labels, temperature=0.5, memory_features=keys, memory_labels=key_labels))
+    key_grad = tape.gradient(total, keys)
+    assert key_grad is None or np.all(key_grad.numpy() == 0)
+    analytic = tape.gradient(total, x).numpy()
+    numeric = np.zeros_like(features)
+    for index in np.ndindex(features.shape):
+        plus, minus = features.copy(), features.copy()
+        plus[index] += 1e-3
+        minus[index] -= 1e-3
+        numeric[index] = (np.sum(ref.supcon(plus, labels, 0.5, memory_features=keys.numpy(),
+                                             memory_labels=key_labels))
+                          - np.sum(ref.supcon(minus, labels, 0.5, memory_features=keys.numpy(),
+                                              memory_labels=key_labels))) / 2e-3
+    np.testing.assert_allclose(analytic, numeric, rtol=2e-3, atol=2e-4)
+
+
+def test_empty_memory_equals_no_memory():
+    features = _unit_features(6, 2, 4)
+    labels = _labels(6, 3)
+    np.testing.assert_allclose(
+        losses.contrastive_loss(features, labels, memory_features=np.ones((5, 4), "float32"),
+                                memory_labels=-np.ones(5, int)),
+        losses.contrastive_loss(features, labels), rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(memory_features=np.zeros((3, 7), "float32"), memory_labels=np.zeros(3, int)),
+     r"memory_features must be \[memory, 8\]"),
+    (dict(memory_features=np.zeros((3, 8), "float32")), r"need memory_labels"),
+    (dict(memory_labels=np.zeros(3, int)), r"without memory_features"),
+    (dict(memory_features=np.zeros((3, 8), "float32"), memory_labels=np.zeros(3, int),
+          positives_cap=2), r"positives_cap is not supported with a memory queue"),
+])
+def test_bad_memory_input(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        losses.contrastive_loss(_unit_features(4, 2, 8), np.array([0, 1, 0, 1]), **kwargs)
+
+
+# ------------------------------------------------------------------------------------------
 # Closed forms.
 # ------------------------------------------------------------------------------------------
 
@@ -457,6 +528,12 @@ DISTRIBUTED_LOSSES = {
     "triplet_semi_hard": lambda f, y: losses.triplet_loss(f, y),
     "triplet_batch_hard": lambda f, y: losses.triplet_loss(f, y, mining="batch_hard"),
     "max_margin": lambda f, y: losses.max_margin_contrastive_loss(f, y),
+    "supcon_memory": lambda f, y: losses.contrastive_loss(
+        f, y, memory_features=_unit_features(5, 1, 6, seed=11)[:, 0],
+        memory_labels=np.array([0, 2, -1, 1, 0])),
+    "supcon_memory_masked": lambda f, y: losses.contrastive_loss(
+        f, y, summation="inside", memory_features=_unit_features(5, 1, 6, seed=11)[:, 0],
+        memory_labels=np.array([0, 2, -1, 1, 0])),
 }
 
 

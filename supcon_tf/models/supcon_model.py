@@ -20,20 +20,24 @@ from keras import ops
 from supcon_tf import distribute
 from supcon_tf import losses
 from supcon_tf.models import heads
+from supcon_tf.models import memory as memory_lib
 
 LOSSES = ("supcon", "simclr", "cross_entropy", "n_pairs", "triplet", "max_margin", "joint")
 _CONTRASTIVE = ("supcon", "simclr", "n_pairs", "triplet", "max_margin", "joint")
 _NEEDS_LABELS = ("cross_entropy", "joint")
+_WITH_MEMORY = ("supcon", "simclr", "joint")
 _IMAGE_KEYS = ("images", "image", "views")
 _LABEL_KEYS = ("labels", "label")
 
 
 def _contrastive_fn(name, temperature, options):
-    """Returns `fn(embeddings [B, V, d], labels or None) -> float32 [B]` for a loss name."""
+    """Returns `fn(embeddings [B, V, d], labels or None, **memory) -> float32 [B]`."""
     if name in ("supcon", "joint"):
-        return lambda z, y: losses.contrastive_loss(z, y, temperature=temperature, **options)
-    if name == "simclr":
-        return lambda z, y: losses.nt_xent_loss(z, temperature=temperature)
+        return lambda z, y, **memory: losses.contrastive_loss(
+            z, y, temperature=temperature, **options, **memory)
+    if name == "simclr":  # NT-Xent: labels ignored, no temperature rescaling.
+        return lambda z, y, **memory: losses.contrastive_loss(
+            z, None, temperature=temperature, scale_by_temperature=False, **memory)
     if name == "n_pairs":
         return lambda z, y: losses.n_pairs_loss(z, y, **options)
     if name == "triplet":
@@ -73,6 +77,12 @@ class SupConModel(keras.Model):
             augmented batch of the same shape; with it `fit` accepts single-view batches and
             makes `num_views` views in the model. Must be a registered Keras layer to be saved.
         sync_batch_norm: Use synchronized batch norm in the heads.
+        memory_size: K > 0 turns on the memory variant (rebuttal; MoCo-style): a momentum copy
+            of the encoder and projection head (run in inference mode) embeds every view as a
+            key, the contrast set is batch + the K most recent keys, and after each step the
+            global batch's keys (all views) are enqueued with their labels. K must be at least
+            views x global batch. 0: no memory. Losses "supcon", "simclr", "joint".
+        memory_momentum: m of the key encoder's moving average (MoCo: 0.999).
         **kwargs: `keras.Model` arguments (`name`, ...).
 
     Raises:
@@ -84,7 +94,7 @@ class SupConModel(keras.Model):
                  projection_batch_norm=False, normalize_encoder_output=False,
                  num_classes=None, temperature=0.1, loss_options=None, label_smoothing=0.0,
                  ce_weight=1.0, supcon_weight=1.0, probe=True, augmenter=None,
-                 sync_batch_norm=False, **kwargs):
+                 sync_batch_norm=False, memory_size=0, memory_momentum=0.999, **kwargs):
         super().__init__(**kwargs)
         if loss not in LOSSES:
             raise ValueError(
@@ -94,6 +104,14 @@ class SupConModel(keras.Model):
                 f"loss {loss!r} trains a classifier: pass num_classes (the number of labels).")
         if not isinstance(num_views, int) or num_views < 1:
             raise ValueError(f"num_views must be an int >= 1, got {num_views!r}.")
+        if not isinstance(memory_size, int) or memory_size < 0:
+            raise ValueError(f"memory_size must be an int >= 0, got {memory_size!r}.")
+        if memory_size and loss not in _WITH_MEMORY:
+            raise ValueError(
+                f"A memory queue works with the losses {', '.join(_WITH_MEMORY)}, not {loss!r}: "
+                "set memory_size=0.")
+        if not 0.0 <= memory_momentum <= 1.0:
+            raise ValueError(f"memory_momentum must be in [0, 1], got {memory_momentum}.")
         output_shape = tuple(encoder.output_shape)
         if len(output_shape) != 2 or output_shape[-1] is None:
             raise ValueError(
@@ -114,6 +132,8 @@ class SupConModel(keras.Model):
         self.probe_enabled = bool(probe and num_classes)
         self.augmenter = augmenter
         self.sync_batch_norm = sync_batch_norm
+        self.memory_size = memory_size
+        self.memory_momentum = memory_momentum
         self._contrastive = _contrastive_fn(loss, temperature, self.loss_options)
 
         feature_dim = output_shape[-1]
@@ -136,6 +156,24 @@ class SupConModel(keras.Model):
             self.probe = heads.ClassificationHead(
                 num_classes, stop_gradient=True, name="probe")
             self.probe.build((None, feature_dim))
+
+        self.key_encoder = self.key_head = self.queue = None
+        if memory_size:
+            # The momentum (key) copies start equal to the query networks and never train:
+            # trainable=False keeps them out of the gradients and runs their BN in inference.
+            self.key_encoder = keras.models.clone_model(encoder)
+            self.key_encoder.set_weights(encoder.get_weights())
+            self.key_encoder.trainable = False
+            self.key_head = heads.ProjectionHead.from_config(
+                {**self.projection_head.get_config(), "name": "key_projection_head"})
+            self.key_head.build((None, feature_dim))
+            self.key_head.set_weights(self.projection_head.get_weights())
+            self.key_head.trainable = False
+            self.queue = memory_lib.LabelQueue(
+                memory_size, self.projection_units[-1], name="queue")
+            self.queue.build()
+
+        self.built = True  # Every sublayer is built above.
 
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.contrastive_tracker = keras.metrics.Mean(name="contrastive_loss")
@@ -192,10 +230,10 @@ class SupConModel(keras.Model):
         return ops.stack([self.augmenter(x, training=True) for _ in range(self.num_views)],
                          axis=1)
 
-    def _encode_views(self, views, training):
+    def _encode_views(self, views, training, encoder=None):
         """Encoder features float `[V*B, F]` (view-major) of views `[B, V, ...]`."""
         flat = ops.reshape(ops.swapaxes(views, 0, 1), (-1,) + tuple(views.shape[2:]))
-        return self.encoder(flat, training=training)
+        return (encoder or self.encoder)(flat, training=training)
 
     # ------------------------------------------------------------------------------------------
     # The step.
@@ -210,8 +248,11 @@ class SupConModel(keras.Model):
             return ops.swapaxes(ops.reshape(features, (num_views, batch, -1)), 0, 1)
         return self.encoder(inputs, training=training)
 
-    def _step_loss(self, features, labels, num_views, training):
-        """Total loss (float32 scalar) of features `[V*B, F]`, updating the trackers."""
+    def _step_loss(self, features, labels, num_views, training, memory=None):
+        """Total loss (float32 scalar) of features `[V*B, F]`, updating the trackers.
+
+        `memory`: None or the queue's `(keys [K, d], labels [K])`.
+        """
         batch = ops.shape(features)[0] // num_views
         total = 0.0
         if labels is not None:
@@ -226,7 +267,9 @@ class SupConModel(keras.Model):
             embeddings = self.projection_head(features, training=training)
             embeddings = ops.swapaxes(ops.reshape(
                 embeddings, (num_views, batch, self.projection_units[-1])), 0, 1)
-            contrastive = ops.mean(self._contrastive(embeddings, labels))
+            memory_kwargs = {} if memory is None else {
+                "memory_features": memory[0], "memory_labels": memory[1]}
+            contrastive = ops.mean(self._contrastive(embeddings, labels, **memory_kwargs))
             self.contrastive_tracker.update_state(contrastive)
             weight = self.supcon_weight if self.loss_name == "joint" else 1.0
             total = total + weight * contrastive
@@ -250,15 +293,48 @@ class SupConModel(keras.Model):
 
         x, y = self._unpack(data)
         views = self._views(x, training=True)
+        memory = None
+        if self.queue is not None:
+            self._check_queue_size(views)
+            memory = self.queue(None)
         with tf.GradientTape() as tape:
             features = self._encode_views(views, training=True)
-            loss = self._step_loss(features, y, views.shape[1], training=True)
+            loss = self._step_loss(features, y, views.shape[1], training=True, memory=memory)
             # Gradients are summed over replicas: divide so their sum is the global mean's.
             scaled = self.optimizer.scale_loss(loss / distribute.num_replicas_in_sync())
         gradients = tape.gradient(scaled, self.trainable_weights)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
+        if self.queue is not None:
+            self._update_memory(views, y)
         self.loss_tracker.update_state(loss)
         return {m.name: m.result() for m in self.metrics}
+
+    def _check_queue_size(self, views):
+        """The queue must hold at least one step's keys (views x global batch)."""
+        batch, num_views = views.shape[0], views.shape[1]
+        if batch is not None:
+            needed = num_views * batch * distribute.num_replicas_in_sync()
+            if needed > self.memory_size:
+                raise ValueError(
+                    f"memory_size {self.memory_size} is smaller than one step's keys "
+                    f"({num_views} views x global batch {needed // num_views}): raise "
+                    "memory_size or lower the batch size.")
+
+    def _update_memory(self, views, labels):
+        """Momentum-updates the key networks, then enqueues the global batch's keys."""
+        memory_lib.momentum_update(
+            self.encoder.weights + self.projection_head.weights,
+            self.key_encoder.weights + self.key_head.weights, self.memory_momentum)
+        batch, num_views = ops.shape(views)[0], views.shape[1]
+        keys = self.key_head(self._encode_views(views, training=False, encoder=self.key_encoder))
+        keys = ops.swapaxes(ops.reshape(
+            ops.stop_gradient(keys), (num_views, batch, self.projection_units[-1])), 0, 1)
+        labels = (ops.zeros((batch,), "int32") if labels is None
+                  else losses.class_ids(labels))
+        (keys, labels), _ = distribute.gather_global(keys, labels)
+        # Sample-major [N, V, d] -> view-major [V*N, d]: the same order on any replica count.
+        keys = ops.reshape(ops.swapaxes(keys, 0, 1), (-1, self.projection_units[-1]))
+        self.queue.enqueue(keys, ops.tile(labels, (num_views,)))
 
     def test_step(self, data):
         x, y = self._unpack(data)
@@ -291,6 +367,8 @@ class SupConModel(keras.Model):
             "augmenter": (keras.saving.serialize_keras_object(self.augmenter)
                           if self.augmenter is not None else None),
             "sync_batch_norm": self.sync_batch_norm,
+            "memory_size": self.memory_size,
+            "memory_momentum": self.memory_momentum,
         })
         return config
 

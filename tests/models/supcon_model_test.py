@@ -234,3 +234,101 @@ def test_wrong_input_rank_and_missing_labels_are_refused():
         model.fit(np.zeros((4, 4, 4), "float32"), np.zeros(4), verbose=0)
     with pytest.raises(ValueError, match="needs labels"):
         model.fit(_data()[0], epochs=1, verbose=0)
+
+
+# ------------------------------------------------------------------------------------------
+# The memory variant (momentum key encoder + label queue).
+# ------------------------------------------------------------------------------------------
+
+
+def _memory_model(seed=0, size=24, momentum=0.9, loss="supcon"):
+    model = SupConModel(_encoder(seed, batch_norm=True), loss=loss, projection_units=[4],
+                        memory_size=size, memory_momentum=momentum, probe=False)
+    model.compile(optimizer=keras.optimizers.SGD(0.3))
+    return model
+
+
+def test_memory_step_matches_a_hand_computation():
+    x, y = _data()
+    model = _memory_model()
+    # Fill the queue with known keys first (one step), then check the second step by hand.
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    queue_keys, queue_labels = model.queue.keys.numpy(), model.queue.labels.numpy()
+    assert int(model.queue.pointer.numpy()) == 16
+    np.testing.assert_array_equal(queue_labels[:16], np.tile(y, 2))
+    np.testing.assert_array_equal(queue_labels[16:], -1)
+    before = [w.numpy() for w in model.weights]
+    key_before = [w.numpy() for w in model.key_encoder.weights + model.key_head.weights]
+
+    # Expected loss gradient step: SupCon over batch + the queue as it was.
+    query_weights = model.encoder.trainable_weights + model.projection_head.trainable_weights
+    with tf.GradientTape() as tape:
+        flat = tf.reshape(tf.transpose(x, (1, 0, 2, 3, 4)), (-1,) + IMAGE)
+        z = model.projection_head(model.encoder(flat, training=True), training=True)
+        z = tf.transpose(tf.reshape(z, (2, 8, 4)), (1, 0, 2))
+        loss = tf.reduce_mean(supcon_model.losses.contrastive_loss(
+            z, y, memory_features=queue_keys, memory_labels=queue_labels))
+    grads = tape.gradient(loss, query_weights)
+    expected = {w.path: w.numpy() - 0.3 * g.numpy() for w, g in zip(query_weights, grads)}
+    for w, value in zip(model.weights, before):  # Restore (BN statistics moved above).
+        w.assign(value)
+
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    for w in query_weights:
+        np.testing.assert_allclose(w.numpy(), expected[w.path], rtol=1e-5, atol=1e-6)
+    # Key networks: k <- 0.9 k + 0.1 q (every weight, BN statistics included).
+    sources = model.encoder.weights + model.projection_head.weights
+    for k_old, q_new, k_new in zip(key_before, sources,
+                                   model.key_encoder.weights + model.key_head.weights):
+        np.testing.assert_allclose(k_new.numpy(), 0.9 * k_old + 0.1 * q_new.numpy(),
+                                   rtol=1e-5, atol=1e-6)
+    # Enqueued: the updated key networks' embeddings of both views, view-major, at 16..31 % 24.
+    flat = tf.reshape(tf.transpose(x, (1, 0, 2, 3, 4)), (-1,) + IMAGE)
+    keys = model.key_head(model.key_encoder(flat, training=False)).numpy()
+    slots = np.arange(16, 32) % 24
+    np.testing.assert_allclose(model.queue.keys.numpy()[slots], keys, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(model.queue.labels.numpy()[slots], np.tile(y, 2))
+    assert int(model.queue.pointer.numpy()) == 32 % 24
+
+
+def test_memory_queue_smaller_than_a_step_is_refused():
+    x, y = _data()
+    model = _memory_model(size=8)
+    with pytest.raises(ValueError, match="memory_size 8 is smaller than one step's keys"):
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+
+
+def test_memory_needs_a_contrastive_loss():
+    with pytest.raises(ValueError, match="A memory queue works with the losses"):
+        SupConModel(_encoder(), loss="triplet", memory_size=16)
+
+
+def test_memory_state_round_trips_through_a_keras_file(tmp_path):
+    x, y = _data()
+    model = _memory_model()
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    model.save(tmp_path / "memory.keras")
+    revived = keras.models.load_model(tmp_path / "memory.keras")
+    for name in ("keys", "labels", "pointer"):
+        np.testing.assert_array_equal(getattr(revived.queue, name).numpy(),
+                                      getattr(model.queue, name).numpy())
+    for a, b in zip(revived.key_encoder.weights, model.key_encoder.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+@pytest.mark.parametrize("loss", ["supcon", "simclr"])
+def test_memory_under_two_replicas_equals_one_device(loss):
+    x, y = _data()
+    single = _memory_model(5, loss=loss)
+    start = [w.numpy() for w in single.weights]
+    single.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        mirrored = _memory_model(6, loss=loss)
+    for v, w in zip(mirrored.weights, start):
+        v.assign(w)
+    mirrored.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+    for a, b in zip(mirrored.weights, single.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5, err_msg=a.path)
+    assert int(mirrored.queue.pointer.numpy()) == 48 % 24
