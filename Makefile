@@ -16,7 +16,7 @@ $(STAMP): requirements.txt
 	touch $(STAMP)
 
 quickstart: $(STAMP)
-	$(PY) -m supcon_tf.quickstart --model_dir=runs/quickstart --overwrite
+	$(PY) -m supcon_tf.quickstart --flagfile=flags/quickstart.flags --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest
