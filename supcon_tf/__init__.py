@@ -7,6 +7,7 @@ reload with `keras.models.load_model` and no `custom_objects`.
 from supcon_tf import distribute
 from supcon_tf import losses
 from supcon_tf import models
+from supcon_tf import monitors
 from supcon_tf.losses import SupConLoss
 from supcon_tf.losses import contrastive_loss
 from supcon_tf.models import ClassificationHead

@@ -539,6 +539,25 @@ def contrastive_loss(features, labels=None, *, temperature=0.1, contrast_mode="a
     return ops.mean(ops.reshape(loss, (num_anchor_views, -1)), axis=0)
 
 
+def collapse_value(global_batch, num_views, temperature=0.1, scale_by_temperature=True):
+    """The SupCon / NT-Xent loss when every embedding is the same (training has collapsed).
+
+    Every logit is then equal, so each anchor's loss is ln |A(i)| = ln(N * V - 1), times tau
+    when the loss is rescaled. A run whose loss sits at this value has collapsed.
+
+    Args:
+        global_batch: N, samples in the global batch.
+        num_views: V, views per sample.
+        temperature: tau.
+        scale_by_temperature: whether the loss is multiplied by tau.
+
+    Returns:
+        Python float.
+    """
+    value = math.log(global_batch * num_views - 1)
+    return value * temperature if scale_by_temperature else value
+
+
 def nt_xent_loss(features, temperature=0.5):
     """SimCLR's NT-Xent loss (Chen et al., 2020), one value per sample.
 

@@ -229,6 +229,7 @@ def test_collapsed_embeddings_give_log_of_contrast_size(views, temperature, scal
         features, _labels(batch, 3), temperature=temperature, scale_by_temperature=scale)
     want = math.log(batch * views - 1) * (temperature if scale else 1.0)
     np.testing.assert_allclose(got, [want] * batch, rtol=1e-5)
+    assert losses.collapse_value(batch, views, temperature, scale) == pytest.approx(want)
 
 
 def test_inside_is_at_most_outside():
