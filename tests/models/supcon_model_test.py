@@ -332,3 +332,57 @@ def test_memory_under_two_replicas_equals_one_device(loss):
     for a, b in zip(mirrored.weights, single.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5, err_msg=a.path)
     assert int(mirrored.queue.pointer.numpy()) == 48 % 24
+
+
+def test_a_keras_applications_model_works_as_the_encoder():
+    encoder = keras.applications.MobileNetV3Small(
+        input_shape=(32, 32, 3), include_top=False, weights=None, pooling="avg",
+        include_preprocessing=False)
+    model = SupConModel(encoder, projection_units=[16], num_classes=3)
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(4, 2, 32, 32, 3)).astype("float32")
+    history = model.fit(x, np.array([0, 1, 2, 0]), batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert model.predict(x[:, 0], verbose=0).shape == (4, encoder.output_shape[-1])
+
+
+@pytest.mark.slow
+def test_supcon_on_real_digits_probes_at_least_as_well_as_cross_entropy():
+    # Same small ResNet, data, augmentation, steps and batch; frozen-feature L-BFGS probes on
+    # the held-out digits. SupCon must reach the cross-entropy model's top-1 minus one point.
+    from supcon_tf import schedules
+    from supcon_tf.data import pipeline
+    from supcon_tf.evaluation import probes
+    from supcon_tf.models import resnet
+
+    size, epochs, batch = 16, 20, 128
+    augment = dict(crop_area=(0.4, 1.0), flip=False, jitter_strength=0.5,
+                   grayscale_probability=0.0)
+    train = pipeline.make_dataset("digits", "simaugment", 2, batch, size, seed=0,
+                                  augment_options=augment)
+    evaluation = {}
+    for split in ("train", "test"):
+        data = pipeline.make_dataset("digits", "eval", 1, 256, size, training=False,
+                                     split=split, augment_options={"center_crop_fraction": 1.0})
+        evaluation[split] = (np.concatenate([v[:, 0] for v, _ in data]),
+                             np.concatenate([y for _, y in data]))
+    steps = len(evaluation["train"][1]) // batch
+    accuracy = {}
+    for loss, learning_rate in (("supcon", 1.0), ("cross_entropy", 0.1)):
+        keras.utils.set_random_seed(0)
+        encoder = resnet.resnet(18, (size, size, 3), width_multiplier=0.25, stem="cifar")
+        model = SupConModel(encoder, loss=loss, num_classes=10, projection_units=[128, 128],
+                            probe=False)
+        model.compile(optimizer=keras.optimizers.SGD(schedules.build_schedule(
+            "cosine", learning_rate, steps_per_epoch=steps, epochs=epochs, warmup_epochs=1),
+            momentum=0.9))
+        model.fit(train, epochs=epochs, steps_per_epoch=steps, verbose=0)
+        features = {s: model.predict(x, verbose=0) for s, (x, _) in evaluation.items()}
+        train_y, test_y = evaluation["train"][1], evaluation["test"][1]
+        fit, held = probes.stratified_holdout(train_y, 0.2, seed=0)
+        accuracy[loss] = probes.lbfgs_logistic_sweep(
+            features["train"][fit], train_y[fit], features["train"][held], train_y[held],
+            features["test"], test_y).test_score
+    assert accuracy["supcon"] >= accuracy["cross_entropy"] - 0.01, accuracy
+    assert accuracy["supcon"] >= 0.95, accuracy
