@@ -259,6 +259,93 @@ def test_lars_does_not_use_base_weight_decay():
 
 
 # --------------------------------------------------------------------------------------------
+# TensorFlow fast path (fused training kernels) against the keras.ops path.
+
+
+FUSED_CASES = [
+    ("decay_adaptation", 1.0, dict(weight_decay=0.01)),
+    ("no_momentum", 1.0, dict(momentum=0.0, weight_decay=0.01)),
+    ("nesterov", 1.0, dict(nesterov=True, weight_decay=0.01)),
+    ("no_decay", 1.0, dict(weight_decay=0.0)),
+    ("zero_norm_weights", 0.0, dict(weight_decay=0.01)),
+    ("epsilon_all_adapted", 1.0, dict(weight_decay=0.01, epsilon=1e-3,
+                                      exclude_from_layer_adaptation=[])),
+]
+
+
+def _spy_paths(monkeypatch):
+    """Counts the calls of LARS' two update implementations."""
+    calls = {"tf": 0, "ops": 0}
+    for key, name in (("tf", "_update_step_tf"), ("ops", "_update_step_ops")):
+        original = getattr(optimizers.LARS, name)
+
+        def spy(self, *args, _original=original, _key=key):
+            calls[_key] += 1
+            return _original(self, *args)
+
+        monkeypatch.setattr(optimizers.LARS, name, spy)
+    return calls
+
+
+def _lars_run(fused, options, kernel_scale, graph, steps=4):
+    kernel = keras.Variable(_random((5, 4), 0, kernel_scale), name="kernel")
+    bias = keras.Variable(_random((4,), 1), name="bias")
+    settings = dict(learning_rate=schedules.WarmupCosineDecay(0.5, total_steps=6,
+                                                              warmup_steps=2),
+                    momentum=0.9, eta=0.01)
+    settings.update(options)
+    optimizer = optimizers.LARS(**settings)
+    optimizer.use_fused_kernels = fused
+    variables = [kernel, bias]
+    grads = [[tf.constant(_random((5, 4), 10 + s)), tf.constant(_random((4,), 20 + s))]
+             for s in range(steps)]
+    optimizer.build(variables)
+
+    def apply(step_grads):
+        optimizer.apply(step_grads, variables)
+
+    if graph:
+        apply = tf.function(apply)
+    for step_grads in grads:
+        apply(step_grads)
+    return [v.numpy() for v in variables], [m.numpy() for m in optimizer.momentums]
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "graph"])
+@pytest.mark.parametrize("name,kernel_scale,options", FUSED_CASES,
+                         ids=[c[0] for c in FUSED_CASES])
+def test_lars_fused_tf_path_equals_ops_path(monkeypatch, name, kernel_scale, options, graph):
+    del name
+    calls = _spy_paths(monkeypatch)
+    fused_weights, fused_slots = _lars_run(True, options, kernel_scale, graph)
+    assert calls["tf"] > 0 and calls["ops"] == 0
+    calls.update(tf=0, ops=0)
+    ops_weights, ops_slots = _lars_run(False, options, kernel_scale, graph)
+    assert calls["ops"] > 0 and calls["tf"] == 0
+    assert len(fused_slots) == len(ops_slots)
+    for got, expected in zip(fused_weights + fused_slots, ops_weights + ops_slots):
+        # Only the order of the norms' float32 sums differs.
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_lars_fused_path_not_used_under_xla(monkeypatch):
+    calls = _spy_paths(monkeypatch)
+    model = _small_model()
+    _fit(model, _lars(), epochs=1, jit_compile=True)
+    assert calls["ops"] > 0 and calls["tf"] == 0
+    calls.update(tf=0, ops=0)
+    _fit(_small_model(), _lars(), epochs=1, jit_compile=False)
+    assert calls["tf"] > 0 and calls["ops"] == 0
+
+
+def test_lars_fused_path_not_part_of_config():
+    optimizer = _lars()
+    optimizer.use_fused_kernels = False
+    assert "use_fused_kernels" not in optimizer.get_config()
+    assert optimizers.LARS.from_config(optimizer.get_config()).use_fused_kernels
+
+
+# --------------------------------------------------------------------------------------------
 # Serialisation.
 
 
