@@ -546,11 +546,9 @@ def _losses_and_gradients(fn, features, labels):
     return loss, tape.gradient(total, features)
 
 
-@pytest.fixture(scope="module")
-def two_replicas():
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    assert strategy.num_replicas_in_sync == 2
-    return strategy
+@pytest.fixture
+def two_replicas(two_cpu_strategy):
+    return two_cpu_strategy
 
 
 @pytest.mark.parametrize("name", sorted(DISTRIBUTED_LOSSES))

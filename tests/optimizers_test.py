@@ -415,12 +415,12 @@ def test_lars_model_saved_to_keras_file(tmp_path):
 # Execution contexts: MirroredStrategy, LossScaleOptimizer, XLA.
 
 
-def test_lars_mirrored_strategy_equals_one_device():
+def test_lars_mirrored_strategy_equals_one_device(two_cpu_strategy):
     reference_model = _small_model()
     initial = reference_model.get_weights()
     expected = _fit(reference_model, _lars(), epochs=2)
 
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = two_cpu_strategy
     assert strategy.num_replicas_in_sync == 2
     with strategy.scope():
         model = _small_model()

@@ -117,8 +117,8 @@ def test_shards_are_disjoint():
     assert not set(shard_labels[0]) & set(shard_labels[1])
 
 
-def test_distributed_dataset_splits_the_global_batch_over_replicas():
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+def test_distributed_dataset_splits_the_global_batch_over_replicas(two_cpu_strategy):
+    strategy = two_cpu_strategy
     images, labels = _label_coded_arrays()
     dataset = pipeline.make_distributed_dataset(
         strategy, (images, labels), "eval", 2, 8, 10, seed=5)

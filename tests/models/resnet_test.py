@@ -169,18 +169,15 @@ def test_sync_batch_norm():
         assert all(layer.momentum == 0.9 and layer.epsilon == 1e-5 for layer in batch_norms)
 
 
-def test_sync_batch_norm_uses_global_batch_statistics():
+def test_sync_batch_norm_uses_global_batch_statistics(two_cpu_strategy):
     """Training-mode features under two replicas equal one device on the whole batch."""
-    devices = tf.config.list_logical_devices("CPU")
-    if len(devices) < 2:
-        pytest.skip("needs the two logical CPUs configured in tests/conftest.py")
     images = np.random.default_rng(1).uniform(size=(8, 8, 8, 3)).astype("float32")
     kwargs = dict(input_shape=(8, 8, 3), stem="cifar", width_multiplier=0.125,
                   zero_init_residual=False)
     single = resnet.resnet(18, sync_batch_norm=False, **kwargs)
     expected = single(images, training=True).numpy()
 
-    strategy = tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+    strategy = two_cpu_strategy
     with strategy.scope():
         synced = resnet.resnet(18, sync_batch_norm=True, **kwargs)
         unsynced = resnet.resnet(18, sync_batch_norm=False, **kwargs)

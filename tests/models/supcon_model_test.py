@@ -177,14 +177,14 @@ def test_export_loads_in_a_fresh_process_without_supcon_tf(tmp_path):
 
 
 @pytest.mark.parametrize("loss", ["supcon", "simclr"])
-def test_two_replicas_take_the_same_step_as_one_device(loss):
+def test_two_replicas_take_the_same_step_as_one_device(loss, two_cpu_strategy):
     x, y = _data()
     single = SupConModel(_encoder(3, batch_norm=True), loss=loss, projection_units=[4])
     single.compile(optimizer=keras.optimizers.SGD(0.5))
     start = [w.numpy() for w in single.weights]
     single.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
 
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = two_cpu_strategy
     with strategy.scope():
         mirrored = SupConModel(_encoder(4, batch_norm=True), loss=loss, projection_units=[4])
         mirrored.compile(optimizer=keras.optimizers.SGD(0.5))
@@ -317,13 +317,13 @@ def test_memory_state_round_trips_through_a_keras_file(tmp_path):
 
 
 @pytest.mark.parametrize("loss", ["supcon", "simclr"])
-def test_memory_under_two_replicas_equals_one_device(loss):
+def test_memory_under_two_replicas_equals_one_device(loss, two_cpu_strategy):
     x, y = _data()
     single = _memory_model(5, loss=loss)
     start = [w.numpy() for w in single.weights]
     single.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
 
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = two_cpu_strategy
     with strategy.scope():
         mirrored = _memory_model(6, loss=loss)
     for v, w in zip(mirrored.weights, start):
