@@ -1,0 +1,610 @@
+"""Pretraining as a library call: config -> objects -> resumable training -> files on disk.
+
+`supcon_tf.pretrain` (the absl binary) turns its flags into a `PretrainConfig` and calls, in
+this order (so that every bad value is reported before anything is written):
+
+    action = check_model_dir(model_dir, config, overwrite)   # read only
+    run = build_run(config)                                   # objects in memory, no disk
+    prepare_model_dir(model_dir, config, action)              # the first write
+    results = train(run, model_dir)
+
+Files in `model_dir`: `config.json` (the run's configuration, compared on every restart),
+`checkpoints/` (`tf.train.CheckpointManager` of model + optimizer: weights, batch-norm
+statistics, the memory queue and momentum encoder, optimizer slots and its step counter),
+`logs/` (TensorBoard), `history.json` (per-epoch metrics), `loss.png`, `saved_model/` and
+`results.json`.
+
+Resume: the latest checkpoint is restored and training continues to the same total step count.
+The learning-rate schedule is a function of the optimizer step, which is in the checkpoint. The
+data position is restored exactly: the input stream is reseeded deterministically at every data
+epoch (seed derived from `(seed, epoch)`), and within the interrupted epoch the batches already
+consumed are skipped, so a resumed run sees the same batches as an uninterrupted one while
+re-reading at most one epoch.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+import warnings
+import zlib
+
+# Fields of the configuration that do not change what is trained: a restart may change them.
+NON_IDENTITY_FIELDS = ("checkpoint_every", "data_dir", "manual_dir", "tpu", "verbose")
+MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
+CONFIG_FILE = "config.json"
+RESULTS_FILE = "results.json"
+
+
+class RunDirectoryError(ValueError):
+    """`model_dir` holds another run (or foreign files) and `overwrite` was not given."""
+
+
+@dataclasses.dataclass
+class PretrainConfig:
+    """Everything that defines a pretraining run (the binary's flags, minus file locations).
+
+    Learning rates are per 256 examples (`learning_rate` is scaled to `batch_size` with
+    `schedules.scale_learning_rate`). `train_steps`, when set, is the number of optimizer steps
+    and overrides `epochs`; otherwise steps = round(epochs * steps_per_epoch).
+    """
+
+    dataset: str = "digits"
+    split: str = "train"
+    data_dir: str = None
+    manual_dir: str = None
+    num_train_examples: int = None
+    image_size: int = 32
+    batch_size: int = 256
+    epochs: float = None
+    train_steps: int = None
+    loss: str = "supcon"
+    optimizer: str = "lars"
+    learning_rate: float = 0.5
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    strategy: str = "default"
+    tpu: str = None
+    seed: int = 0
+    depth: int = 50
+    width_multiplier: float = 1.0
+    stem: str = "cifar"
+    sync_batch_norm: bool = False
+    projection_units: tuple = (2048, 128)
+    projection_batch_norm: bool = False
+    temperature: float = 0.1
+    label_smoothing: float = 0.0
+    num_views: int = 2
+    augmentation: str = "simaugment"
+    jitter_strength: float = 1.0
+    crop_min_area: float = 0.08
+    blur_probability: float = 0.0
+    flip: bool = True
+    memory_size: int = 0
+    memory_momentum: float = 0.999
+    num_classes: int = None
+    probe: bool = True
+    checkpoint_every: int = 1000
+    mixed_precision: str = "none"
+    verbose: int = 1
+
+    def to_dict(self):
+        """JSON-friendly dict of every field."""
+        values = dataclasses.asdict(self)
+        values["projection_units"] = [int(u) for u in self.projection_units]
+        return values
+
+    def identity(self):
+        """The fields that must match for a run to be resumed (see `NON_IDENTITY_FIELDS`)."""
+        return {k: v for k, v in self.to_dict().items() if k not in NON_IDENTITY_FIELDS}
+
+    def validate(self):
+        """Checks names and ranges that need no data or TensorFlow objects.
+
+        Raises:
+            ValueError: with a one-line message naming the flag and the fix.
+        """
+        from supcon_tf import distribute
+        from supcon_tf import optimizers
+        from supcon_tf import schedules
+        from supcon_tf.data import augment
+        from supcon_tf.models import resnet
+        from supcon_tf.models import supcon_model
+
+        choices = (("loss", supcon_model.LOSSES), ("optimizer", optimizers.OPTIMIZERS),
+                   ("schedule", schedules.SCHEDULES), ("strategy", distribute.STRATEGIES),
+                   ("augmentation", augment.POLICIES), ("stem", resnet.STEMS),
+                   ("mixed_precision", MIXED_PRECISION))
+        for name, legal in choices:
+            value = getattr(self, name)
+            if value not in legal:
+                raise ValueError(f"--{name}={value!r} is unknown; use one of "
+                                 f"{', '.join(legal)}.")
+        if self.depth not in resnet.DEPTHS:
+            raise ValueError(f"--depth={self.depth!r} is unknown; use one of "
+                             f"{', '.join(str(d) for d in sorted(resnet.DEPTHS))}.")
+        for name in ("image_size", "batch_size", "num_views", "checkpoint_every"):
+            _check_positive_int(name, getattr(self, name))
+        for name in ("train_steps", "num_classes", "num_train_examples"):
+            if getattr(self, name) is not None:
+                _check_positive_int(name, getattr(self, name))
+        if self.epochs is None and self.train_steps is None:
+            raise ValueError("pass --epochs or --train_steps (the length of pretraining).")
+        if self.epochs is not None and not self.epochs > 0:
+            raise ValueError(f"--epochs must be > 0, got {self.epochs!r}.")
+        for name in ("learning_rate", "temperature", "width_multiplier"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name} must be > 0, got {getattr(self, name)!r}.")
+        for name in ("weight_decay", "warmup_epochs", "label_smoothing", "blur_probability"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)!r}.")
+        if not 0 < self.crop_min_area <= 1:
+            raise ValueError(f"--crop_min_area must be in (0, 1], got {self.crop_min_area!r}.")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"--momentum must be in [0, 1), got {self.momentum!r}.")
+        if not self.projection_units or any(int(u) < 1 for u in self.projection_units):
+            raise ValueError(f"--projection_units must be positive ints, got "
+                             f"{list(self.projection_units)!r}; e.g. 2048,128.")
+        if self.memory_size < 0:
+            raise ValueError(f"--memory_size must be >= 0, got {self.memory_size!r}.")
+        if self.strategy == "tpu" and not self.tpu:
+            raise ValueError("--strategy=tpu needs --tpu=<name or grpc://address> "
+                             "(--tpu=local on a TPU VM).")
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"--{name} must be a positive integer, got {value!r}.")
+
+
+@dataclasses.dataclass
+class Run:
+    """The objects of a pretraining run, built by `build_run` (nothing written yet)."""
+
+    config: PretrainConfig
+    strategy: object
+    model: object
+    optimizer: object
+    schedule: object
+    num_classes: int
+    num_train_examples: int
+    steps_per_epoch: int
+    total_steps: int
+    learning_rate: float
+
+
+def augment_options(config):
+    """`build_augmenter` options of the configured policy."""
+    if config.augmentation == "eval":
+        return {}
+    options = {"crop_area": (config.crop_min_area, 1.0), "flip": config.flip}
+    if config.augmentation in ("simaugment", "stacked_randaugment"):
+        options.update(jitter_strength=config.jitter_strength,
+                       blur_probability=config.blur_probability)
+    return options
+
+
+def _source_facts(config):
+    """(number of training examples, image channels) of the configured source."""
+    from supcon_tf.data import sources
+
+    dataset = sources.load_source(config.dataset, config.split, data_dir=config.data_dir,
+                                  manual_dir=config.manual_dir)
+    channels = dataset.element_spec[0].shape[-1] or 3
+    count = config.num_train_examples
+    if count is None:
+        count = int(dataset.cardinality())
+        if count < 0:
+            raise ValueError(f"the size of {config.dataset!r} split {config.split!r} is unknown; "
+                             "pass --num_train_examples.")
+    return count, int(channels)
+
+
+def build_run(config, strategy=None, *, channels=None):
+    """Validates `config` and builds strategy, encoder + SupConModel, schedule and optimizer.
+
+    Touches no file except reading the data source's metadata.
+
+    Args:
+        config: A `PretrainConfig`.
+        strategy: Optional `tf.distribute.Strategy` to use instead of `config.strategy`.
+        channels: Image channels; with it, `config.num_train_examples` and
+            `config.num_classes` set, the data source is not opened at all (to build a
+            configuration's objects where its data is absent).
+
+    Returns:
+        A `Run`.
+
+    Raises:
+        ValueError: a bad configuration (one-line message); `sources.DatasetUnavailableError`
+            (a `ValueError`) when the data is not here.
+    """
+    import keras
+
+    from supcon_tf import distribute
+    from supcon_tf import optimizers
+    from supcon_tf import schedules
+    from supcon_tf.data import augment
+    from supcon_tf.data import sources
+    from supcon_tf.models import resnet
+    from supcon_tf.models import supcon_model
+
+    config.validate()
+    augment.build_augmenter(config.augmentation, config.image_size, **augment_options(config))
+    if channels is None or config.num_train_examples is None or config.num_classes is None:
+        count, channels = _source_facts(config)
+    else:
+        count = config.num_train_examples
+    if config.batch_size > count:
+        raise ValueError(f"--batch_size {config.batch_size} exceeds the {count} training "
+                         f"examples of {config.dataset!r}.")
+    num_classes = config.num_classes or sources.num_classes(config.dataset, config.data_dir)
+    steps_per_epoch = count // config.batch_size
+    if config.train_steps is not None:
+        total_steps = config.train_steps
+    else:
+        total_steps = max(1, int(round(config.epochs * steps_per_epoch)))
+    if config.memory_size and config.memory_size < config.num_views * config.batch_size:
+        raise ValueError(f"--memory_size {config.memory_size} is smaller than one step's keys "
+                         f"({config.num_views} views x batch {config.batch_size}).")
+    if strategy is None:
+        strategy = distribute.make_strategy(config.strategy, tpu=config.tpu)
+    if config.batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(f"--batch_size {config.batch_size} is not divisible by the "
+                         f"{strategy.num_replicas_in_sync} replicas.")
+    keras.mixed_precision.set_global_policy(
+        "float32" if config.mixed_precision == "none" else config.mixed_precision)
+    learning_rate = schedules.scale_learning_rate(config.learning_rate, config.batch_size)
+    schedule = schedules.build_schedule(
+        config.schedule, learning_rate, steps_per_epoch=steps_per_epoch,
+        epochs=total_steps / steps_per_epoch, warmup_epochs=config.warmup_epochs)
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        encoder = resnet.resnet(
+            config.depth, (config.image_size, config.image_size, channels),
+            width_multiplier=config.width_multiplier, stem=config.stem,
+            sync_batch_norm=config.sync_batch_norm)
+        model = supcon_model.SupConModel(
+            encoder, loss=config.loss, num_views=config.num_views,
+            projection_units=[int(u) for u in config.projection_units],
+            projection_batch_norm=config.projection_batch_norm, num_classes=num_classes,
+            temperature=config.temperature, label_smoothing=config.label_smoothing,
+            probe=config.probe, sync_batch_norm=config.sync_batch_norm,
+            memory_size=config.memory_size, memory_momentum=config.memory_momentum)
+        optimizer = optimizers.build_optimizer(
+            config.optimizer, schedule, config.weight_decay, momentum=config.momentum, stage=1)
+        model.compile(optimizer=optimizer)
+        model.optimizer.build(model.trainable_variables)
+    return Run(config=config, strategy=strategy, model=model, optimizer=model.optimizer,
+               schedule=schedule, num_classes=num_classes, num_train_examples=count,
+               steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+               learning_rate=learning_rate)
+
+
+# ----------------------------------------------------------------------------------------------
+# The run directory.
+
+
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_json(path, value):
+    """Writes JSON atomically (temporary file + rename)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def check_model_dir(model_dir, config, overwrite=False):
+    """Decides what to do with `model_dir` without touching it.
+
+    Returns:
+        "new" (missing or empty), "resume" (holds a run of the same configuration) or
+        "overwrite" (holds something else and `overwrite` is True).
+
+    Raises:
+        RunDirectoryError: it holds a different run or foreign files and `overwrite` is False.
+    """
+    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+        raise RunDirectoryError(f"--model_dir {model_dir} is a file, not a directory.")
+    if not os.path.isdir(model_dir) or not os.listdir(model_dir):
+        return "new"
+    config_path = os.path.join(model_dir, CONFIG_FILE)
+    if not os.path.exists(config_path):
+        if overwrite:
+            return "overwrite"
+        raise RunDirectoryError(
+            f"--model_dir {model_dir} is not empty and holds no {CONFIG_FILE}: choose another "
+            "--model_dir or pass --overwrite to delete its contents.")
+    try:
+        stored = _read_json(config_path)
+    except (OSError, ValueError):
+        stored = None
+    current = config.identity()
+    stored_identity = ({k: v for k, v in stored.items() if k not in NON_IDENTITY_FIELDS}
+                       if isinstance(stored, dict) else None)
+    if stored_identity == current:
+        return "resume"
+    if overwrite:
+        return "overwrite"
+    if stored_identity is None:
+        raise RunDirectoryError(f"{config_path} is unreadable: pass --overwrite to start over.")
+    differing = sorted(k for k in set(current) | set(stored_identity)
+                       if current.get(k) != stored_identity.get(k))
+    shown = ", ".join(f"{k}={stored_identity.get(k)!r}->{current.get(k)!r}"
+                      for k in differing[:4]) + (", ..." if len(differing) > 4 else "")
+    raise RunDirectoryError(
+        f"--model_dir {model_dir} holds a run with a different configuration ({shown}): "
+        "pass --overwrite to replace it, or choose another --model_dir.")
+
+
+def prepare_model_dir(model_dir, config, action):
+    """Applies `check_model_dir`'s decision: deletes an old run on "overwrite", creates the
+    directory and writes `config.json` (a resumed run keeps its own)."""
+    if action == "overwrite":
+        shutil.rmtree(model_dir)
+    os.makedirs(model_dir, exist_ok=True)
+    if action != "resume":
+        write_json(os.path.join(model_dir, CONFIG_FILE), config.to_dict())
+
+
+# ----------------------------------------------------------------------------------------------
+# Training.
+
+
+def epoch_seed(seed, epoch):
+    """The data seed of one data epoch: a pure function of the run seed and the epoch index."""
+    return zlib.crc32(f"{seed}/epoch/{epoch}".encode()) & 0x7FFFFFFF
+
+
+def epoch_dataset(run, epoch, skip=0):
+    """The batches of data epoch `epoch` (reseeded deterministically), first `skip` dropped."""
+    from supcon_tf.data import pipeline
+
+    config = run.config
+    dataset = pipeline.make_dataset(
+        config.dataset, config.augmentation, config.num_views, config.batch_size,
+        config.image_size, training=True, seed=epoch_seed(config.seed, epoch),
+        split=config.split, data_dir=config.data_dir, manual_dir=config.manual_dir,
+        augment_options=augment_options(config))
+    return dataset.skip(skip) if skip else dataset
+
+
+def make_checkpoint_manager(run, model_dir):
+    """A `tf.train.CheckpointManager` of model (all weights) and optimizer (slots + step)."""
+    import tensorflow as tf
+
+    checkpoint = tf.train.Checkpoint(model=run.model, optimizer=run.optimizer)
+    return tf.train.CheckpointManager(checkpoint, os.path.join(model_dir, "checkpoints"),
+                                      max_to_keep=3)
+
+
+def restore_latest(run, model_dir, manager=None):
+    """Restores the latest checkpoint of `model_dir` (if any) into `run`; writes nothing.
+
+    Restoring the same checkpoint twice is harmless, so a binary can call this while it still
+    validates (to report an unreadable checkpoint as one line) and `train` calls it again.
+
+    Returns:
+        The optimizer step restored (0 without a checkpoint).
+
+    Raises:
+        ValueError: the checkpoint is unreadable or does not match the model (architecture).
+    """
+    import tensorflow as tf
+
+    manager = manager or make_checkpoint_manager(run, model_dir)
+    path = manager.latest_checkpoint
+    if not path:
+        return 0
+    try:
+        manager.checkpoint.restore(path).assert_existing_objects_matched()
+    except (tf.errors.OpError, AssertionError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"cannot restore checkpoint {path} ({first[:200]}): delete "
+                         "the run or pass --overwrite to start over.") from None
+    return int(run.optimizer.iterations.numpy())
+
+
+def _make_step_checkpointer(manager, optimizer, every):
+    import keras
+
+    class StepCheckpointer(keras.callbacks.Callback):
+        """Saves a checkpoint every `every` optimizer steps."""
+
+        def on_train_batch_end(self, batch, logs=None):
+            step = int(optimizer.iterations.numpy())
+            if step % every == 0:
+                manager.save(checkpoint_number=step)
+
+    return StepCheckpointer()
+
+
+def tensorboard_available():
+    """Whether the `tensorboard` package (needed by `tf.summary.scalar`) is installed."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def make_tensorboard_callback(log_dir, optimizer):
+    """`keras.callbacks.TensorBoard` when `tensorboard` is installed; otherwise a callback that
+    writes the same per-epoch scalars (`<log_dir>/train/events.out.tfevents.*`, tags
+    `epoch_<metric>`, step = epoch) with the raw `tf.summary.write`, which needs no tensorboard
+    package (TensorFlow 2.21 does not install it)."""
+    import keras
+
+    if tensorboard_available():
+        return keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch")
+    import tensorflow as tf
+    from tensorflow.core.framework import summary_pb2
+
+    metadata = summary_pb2.SummaryMetadata()
+    metadata.plugin_data.plugin_name = "scalars"
+
+    class ScalarTensorBoard(keras.callbacks.Callback):
+        """Per-epoch scalars as TensorBoard events (no tensorboard package needed)."""
+
+        def __init__(self):
+            super().__init__()
+            self._writer = None
+
+        def on_train_begin(self, logs=None):
+            if self._writer is None:
+                self._writer = tf.summary.create_file_writer(os.path.join(log_dir, "train"))
+
+        def on_epoch_end(self, epoch, logs=None):
+            values = dict(logs or {})
+            values["learning_rate"] = _current_learning_rate(optimizer)
+            with self._writer.as_default():
+                for key, value in values.items():
+                    tf.summary.write(f"epoch_{key}", tf.constant(float(value)), step=epoch,
+                                     metadata=metadata)
+            self._writer.flush()
+
+    return ScalarTensorBoard()
+
+
+def _current_learning_rate(optimizer):
+    rate = optimizer.learning_rate
+    return float(rate.numpy() if hasattr(rate, "numpy") else rate)
+
+
+def _history_path(model_dir):
+    return os.path.join(model_dir, "history.json")
+
+
+def _plot_history(history, path):
+    """Loss (and probe accuracy) per epoch to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in ("loss", "contrastive_loss", "ce_loss", "probe_loss") if k in history]
+    accuracy = [k for k in ("probe_accuracy", "accuracy") if k in history]
+    panels = 1 + bool(accuracy)
+    figure, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.5), squeeze=False)
+    epochs = history.get("epoch", [])
+    for key in keys:
+        axes[0][0].plot(epochs, history[key], marker="o", label=key)
+    axes[0][0].set_xlabel("epoch")
+    axes[0][0].set_ylabel("mean training loss")
+    axes[0][0].legend()
+    axes[0][0].grid(alpha=0.3)
+    if accuracy:
+        for key in accuracy:
+            axes[0][1].plot(epochs, history[key], marker="o", label=key)
+        axes[0][1].set_xlabel("epoch")
+        axes[0][1].set_ylabel("training accuracy")
+        axes[0][1].legend()
+        axes[0][1].grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def train(run, model_dir, log=print):
+    """Trains (resuming from the latest checkpoint in `model_dir`) and writes every output.
+
+    Args:
+        run: A `Run` from `build_run`.
+        model_dir: The prepared run directory (`prepare_model_dir`).
+        log: Callable taking one progress line.
+
+    Returns:
+        The results dict also written to `<model_dir>/results.json`.
+    """
+    import keras
+    import numpy as np
+
+    config = run.config
+    start_time = time.time()
+    manager = make_checkpoint_manager(run, model_dir)
+    resumed_from = restore_latest(run, model_dir, manager)
+    if resumed_from:
+        log(f"resumed from {manager.latest_checkpoint} at step {resumed_from}")
+    history = {}
+    if resumed_from and os.path.exists(_history_path(model_dir)):
+        history = _read_json(_history_path(model_dir))
+    callbacks = [
+        make_tensorboard_callback(os.path.join(model_dir, "logs"), run.optimizer),
+        _make_step_checkpointer(manager, run.optimizer, config.checkpoint_every),
+    ]
+    step = resumed_from
+    spe = run.steps_per_epoch
+    warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+    while step < run.total_steps:
+        epoch = step // spe
+        steps = min(spe * (epoch + 1), run.total_steps) - step
+        dataset = epoch_dataset(run, epoch, skip=step - epoch * spe)
+        fit = run.model.fit(dataset, initial_epoch=epoch, epochs=epoch + 1,
+                            steps_per_epoch=steps, callbacks=callbacks,
+                            verbose=config.verbose)
+        step = int(run.optimizer.iterations.numpy())
+        history.setdefault("epoch", []).append(epoch + 1)
+        history.setdefault("step", []).append(step)
+        for key, values in fit.history.items():
+            history.setdefault(key, []).append(float(values[-1]))
+        write_json(_history_path(model_dir), history)
+    if _checkpoint_step(manager) != step:
+        manager.save(checkpoint_number=step)
+
+    saved_model = os.path.join(model_dir, "saved_model")
+    tmp = saved_model + ".tmp"
+    if os.path.exists(tmp):
+        shutil.rmtree(tmp)
+    signatures = run.model.export(tmp)
+    if os.path.exists(saved_model):
+        shutil.rmtree(saved_model)
+    os.replace(tmp, saved_model)
+    if history:
+        _plot_history(history, os.path.join(model_dir, "loss.png"))
+
+    final = {k: v[-1] for k, v in history.items() if k not in ("epoch", "step")}
+    weights_finite = bool(all(np.all(np.isfinite(w)) for w in run.model.get_weights()
+                              if np.issubdtype(np.asarray(w).dtype, np.floating)))
+    results_path = os.path.join(model_dir, RESULTS_FILE)
+    results = _read_json(results_path) if os.path.exists(results_path) else {}
+    results.update({
+        "steps": step, "total_steps": run.total_steps, "steps_per_epoch": spe,
+        "resumed_from_step": resumed_from, "dataset": config.dataset, "loss": config.loss,
+        "batch_size": config.batch_size, "learning_rate": run.learning_rate,
+        "num_classes": run.num_classes, "final": final, "weights_finite": weights_finite,
+        "signatures": signatures, "pretrain_seconds": round(time.time() - start_time, 1),
+    })
+    if "probe_accuracy" in final:
+        results["probe_accuracy"] = final["probe_accuracy"]
+    write_json(results_path, results)
+    return results
+
+
+def _checkpoint_step(manager):
+    """The step number in the latest checkpoint's file name (ckpt-<step>)."""
+    name = os.path.basename(manager.latest_checkpoint or "")
+    try:
+        return int(name.rsplit("-", 1)[-1])
+    except ValueError:
+        return -1
+
+
+def run_pretraining(config, model_dir, *, overwrite=False, log=print):
+    """Checks, builds and trains in one call (the binary's sequence; see the module docstring).
+
+    Returns:
+        The results dict.
+    """
+    action = check_model_dir(model_dir, config, overwrite)
+    run = build_run(config)
+    prepare_model_dir(model_dir, config, action)
+    return train(run, model_dir, log=log)
+

@@ -1,0 +1,322 @@
+"""End-to-end tests of `python -m supcon_tf.pretrain` on tiny digits runs (subprocesses).
+
+The binary runs from `flags/tiny.flags` (ResNet-18 x0.25, 16 px, batch 32). One uninterrupted
+run is shared by several tests (module fixture); the resume test kills a second run with
+SIGKILL after its first checkpoint, resumes it and compares it with the uninterrupted one.
+"""
+
+import dataclasses
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_FLAGS = os.path.join(REPO, "flags", "tiny.flags")
+# 144 training images: 4 steps per epoch, so 8 steps cross an epoch boundary (the data stream is
+# reseeded per epoch) and a resume lands mid-epoch (consumed batches are skipped).
+TINY_ARGS = [f"--flagfile={TINY_FLAGS}", "--split=train[:10%]", "--train_steps=8",
+             "--checkpoint_every=2"]
+# TensorFlow's C++ runtime writes these to stderr when it is imported, before any flag is read.
+_RUNTIME_LINE = re.compile(
+    r"^([IWEF]\d{4} |WARNING: All log messages before absl|To enable the following instructions)")
+
+
+def run_binary(module, *args, timeout=240):
+    """Runs `python -m module args...` from the repository root; returns CompletedProcess."""
+    env = dict(os.environ, PYTHONPATH=REPO, CUDA_VISIBLE_DEVICES="")
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def user_stderr_lines(stderr):
+    """stderr lines written by the program (TensorFlow's start-up log lines dropped)."""
+    return [line for line in stderr.splitlines() if line.strip() and not _RUNTIME_LINE.match(line)]
+
+
+def snapshot(directory):
+    """{relative path: (size, mtime_ns)} of every file below `directory`."""
+    state = {}
+    for root, _, files in os.walk(directory):
+        for name in files:
+            path = os.path.join(root, name)
+            info = os.stat(path)
+            state[os.path.relpath(path, directory)] = (info.st_size, info.st_mtime_ns)
+    return state
+
+
+def checkpoint_values(model_dir):
+    """{variable key: array} of the latest checkpoint of a run (model and optimizer)."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(os.path.join(model_dir, "checkpoints"))
+    return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
+            if "save_counter" not in key and "OBJECT_GRAPH" not in key}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    model_dir = str(tmp_path_factory.mktemp("pretrain") / "run")
+    result = run_binary("supcon_tf.pretrain", *TINY_ARGS, f"--model_dir={model_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return model_dir, result
+
+
+@pytest.mark.slow
+def test_writes_results_checkpoints_logs_and_saved_model(tiny_run):
+    import tensorflow as tf
+
+    model_dir, result = tiny_run
+    with open(os.path.join(model_dir, "results.json")) as f:
+        results = json.load(f)
+    assert results["steps"] == 8
+    assert results["total_steps"] == 8 and results["steps_per_epoch"] == 4
+    assert results["resumed_from_step"] == 0
+    assert results["weights_finite"] is True
+    for key in ("loss", "contrastive_loss", "probe_loss", "probe_accuracy"):
+        assert np.isfinite(results["final"][key]), key
+    assert 0.0 <= results["probe_accuracy"] <= 1.0
+    assert results["signatures"] == ["classify", "embed", "project"]
+    assert "done: 8 steps" in result.stdout
+    with open(os.path.join(model_dir, "history.json")) as f:
+        history = json.load(f)
+    assert history["epoch"] == [1, 2] and history["step"] == [4, 8]
+    with open(os.path.join(model_dir, "config.json")) as f:
+        config = json.load(f)
+    assert config["train_steps"] == 8 and config["depth"] == 18 and config["loss"] == "supcon"
+    assert os.path.getsize(os.path.join(model_dir, "loss.png")) > 1000
+    events = glob.glob(os.path.join(model_dir, "logs", "**", "events.out.tfevents.*"),
+                       recursive=True)
+    assert events
+    tags = {value.tag for path in events for event in tf.compat.v1.train.summary_iterator(path)
+            for value in event.summary.value}
+    assert {"epoch_loss", "epoch_contrastive_loss", "epoch_probe_accuracy"} <= tags
+    checkpoints = os.path.join(model_dir, "checkpoints")
+    assert tf.train.latest_checkpoint(checkpoints).endswith("ckpt-8")
+    values = checkpoint_values(model_dir)
+    steps = [v for k, v in values.items() if k.startswith("optimizer/") and "iteration" in k]
+    assert [int(s) for s in steps] == [8]
+
+    loaded = tf.saved_model.load(os.path.join(model_dir, "saved_model"))
+    images = tf.random.uniform([3, 16, 16, 3], seed=0)
+    embeddings = loaded.signatures["embed"](images=images)["embeddings"]
+    assert embeddings.shape == (3, 128)  # ResNet-18 x0.25: 512 * 0.25 features
+    assert np.all(np.isfinite(embeddings.numpy()))
+    projections = loaded.signatures["project"](images=images)["projections"].numpy()
+    np.testing.assert_allclose(np.linalg.norm(projections, axis=1), 1.0, rtol=1e-4)
+    probabilities = loaded.signatures["classify"](images=images)["probabilities"].numpy()
+    assert probabilities.shape == (3, 10)
+
+
+@pytest.mark.slow
+def test_resumes_after_sigkill_to_the_same_step_and_weights(tiny_run, tmp_path):
+    reference_dir, _ = tiny_run
+    model_dir = str(tmp_path / "run")
+    env = dict(os.environ, PYTHONPATH=REPO, CUDA_VISIBLE_DEVICES="")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "supcon_tf.pretrain", *TINY_ARGS, f"--model_dir={model_dir}"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Killed once the step-4 checkpoint is being written: resumes at step 2 (epoch 0, 2 batches
+    # skipped) or 4 (epoch 1) depending on whether the checkpoint state file was updated.
+    fourth = os.path.join(model_dir, "checkpoints", "ckpt-4.index")
+    deadline = time.time() + 180
+    try:
+        while not os.path.exists(fourth) and process.poll() is None:
+            assert time.time() < deadline, "no checkpoint appeared"
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert not os.path.exists(os.path.join(model_dir, "results.json")), "killed too late"
+
+    result = run_binary("supcon_tf.pretrain", *TINY_ARGS, f"--model_dir={model_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resumed from" in result.stdout
+    with open(os.path.join(model_dir, "results.json")) as f:
+        results = json.load(f)
+    assert results["steps"] == 8
+    assert 2 <= results["resumed_from_step"] < 8
+    assert results["weights_finite"] is True
+    assert all(np.isfinite(v) for v in results["final"].values())
+
+    # Same data stream (reseeded per epoch, consumed batches skipped), same schedule and
+    # optimizer state: the resumed run ends where the uninterrupted one does.
+    resumed, reference = checkpoint_values(model_dir), checkpoint_values(reference_dir)
+    assert resumed.keys() == reference.keys()
+    for key in reference:
+        np.testing.assert_allclose(resumed[key], reference[key], rtol=1e-4, atol=1e-5,
+                                   err_msg=key)
+
+
+@pytest.mark.slow
+def test_refuses_a_run_dir_with_a_different_configuration(tiny_run):
+    model_dir, _ = tiny_run
+    before = snapshot(model_dir)
+    result = run_binary("supcon_tf.pretrain", *TINY_ARGS, f"--model_dir={model_dir}",
+                        "--temperature=0.5")
+    assert result.returncode != 0
+    lines = user_stderr_lines(result.stderr)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and "different configuration" in lines[0]
+    assert "temperature" in lines[0] and "--overwrite" in lines[0]
+    assert snapshot(model_dir) == before
+
+
+@pytest.mark.slow
+def test_unreadable_checkpoint_is_one_line_and_changes_nothing(tiny_run, tmp_path):
+    model_dir = str(tmp_path / "run")
+    shutil.copytree(tiny_run[0], model_dir)
+    with open(os.path.join(model_dir, "checkpoints", "ckpt-8.index"), "wb") as f:
+        f.write(b"not a checkpoint")
+    before = snapshot(model_dir)
+    result = run_binary("supcon_tf.pretrain", *TINY_ARGS, f"--model_dir={model_dir}")
+    assert result.returncode != 0
+    lines = user_stderr_lines(result.stderr)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: cannot restore checkpoint"), lines[0]
+    assert snapshot(model_dir) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bad_flag, message", [
+    ("--loss=supcn", "--loss='supcn' is unknown"),
+    ("--batch_size=0", "--batch_size must be a positive integer"),
+    ("--image_size=abc", "--image_size=abc"),
+    ("--dataset=folder:/nonexistent/images", "nonexistent"),
+])
+def test_bad_flag_is_one_line_and_writes_nothing(tmp_path, bad_flag, message):
+    model_dir = tmp_path / "run"
+    result = run_binary("supcon_tf.pretrain", *TINY_ARGS, f"--model_dir={model_dir}",
+                        bad_flag, timeout=120)
+    assert result.returncode != 0
+    lines = user_stderr_lines(result.stderr)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and message in lines[0], lines[0]
+    assert not model_dir.exists()
+    assert os.listdir(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# In-process: the run directory rules and the flagfiles.
+
+
+def _config(**overrides):
+    from supcon_tf import training
+
+    return training.PretrainConfig(train_steps=4, **overrides)
+
+
+def test_check_model_dir_decisions(tmp_path):
+    from supcon_tf import training
+
+    config = _config()
+    missing = str(tmp_path / "missing")
+    assert training.check_model_dir(missing, config) == "new"
+    assert not os.path.exists(missing)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert training.check_model_dir(str(empty), config) == "new"
+
+    run = tmp_path / "run"
+    training.prepare_model_dir(str(run), config, "new")
+    assert training.check_model_dir(str(run), config) == "resume"
+    # Where checkpoints go or how often they are written does not change the run.
+    assert training.check_model_dir(
+        str(run), dataclasses.replace(config, checkpoint_every=7, data_dir="/x")) == "resume"
+    other = dataclasses.replace(config, learning_rate=0.1)
+    with pytest.raises(training.RunDirectoryError, match="learning_rate=0.5->0.1"):
+        training.check_model_dir(str(run), other)
+    assert training.check_model_dir(str(run), other, overwrite=True) == "overwrite"
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(training.RunDirectoryError, match="holds no config.json"):
+        training.check_model_dir(str(foreign), config)
+    assert (foreign / "notes.txt").read_text() == "mine"
+    training.prepare_model_dir(str(foreign), config,
+                               training.check_model_dir(str(foreign), config, overwrite=True))
+    assert sorted(os.listdir(foreign)) == ["config.json"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"loss": "supcn"}, "--loss='supcn' is unknown"),
+    ({"optimizer": "sgdd"}, "--optimizer='sgdd' is unknown"),
+    ({"augmentation": "cutmix"}, "--augmentation='cutmix' is unknown"),
+    ({"strategy": "gpu"}, "--strategy='gpu' is unknown"),
+    ({"schedule": "linear"}, "--schedule='linear' is unknown"),
+    ({"mixed_precision": "fp8"}, "--mixed_precision='fp8' is unknown"),
+    ({"stem": "tiny"}, "--stem='tiny' is unknown"),
+    ({"depth": 42}, "--depth=42 is unknown"),
+    ({"batch_size": 0}, "--batch_size must be a positive integer"),
+    ({"image_size": -16}, "--image_size must be a positive integer"),
+    ({"num_views": 0}, "--num_views must be a positive integer"),
+    ({"checkpoint_every": 0}, "--checkpoint_every must be a positive integer"),
+    ({"train_steps": 0}, "--train_steps must be a positive integer"),
+    ({"train_steps": None}, "pass --epochs or --train_steps"),
+    ({"learning_rate": 0.0}, "--learning_rate must be > 0"),
+    ({"temperature": -0.1}, "--temperature must be > 0"),
+    ({"weight_decay": -1.0}, "--weight_decay must be >= 0"),
+    ({"momentum": 1.0}, "--momentum must be in"),
+    ({"projection_units": (128, 0)}, "--projection_units must be positive"),
+    ({"memory_size": -1}, "--memory_size must be >= 0"),
+    ({"strategy": "tpu"}, "needs --tpu"),
+])
+def test_config_validation_names_the_flag(overrides, message):
+    from supcon_tf import training
+
+    values = {"train_steps": 4, **overrides}
+    config = training.PretrainConfig(**values)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        config.validate()
+
+
+def test_epoch_seeds_are_deterministic_and_distinct():
+    from supcon_tf import training
+
+    assert training.epoch_seed(0, 3) == training.epoch_seed(0, 3)
+    assert len({training.epoch_seed(s, e) for s in range(3) for e in range(50)}) == 150
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flagfile", sorted(
+    os.path.basename(p) for p in glob.glob(os.path.join(REPO, "flags", "*.flags"))
+    if os.path.basename(p) != "quickstart.flags"))  # quickstart.flags is supcon_tf.quickstart's
+def test_flagfile_parses_and_builds_its_objects(flagfile):
+    import keras
+
+    from supcon_tf import pretrain
+    from supcon_tf import training
+
+    flag_values = pretrain.FLAGS
+    flag_values.unparse_flags()
+    flag_values(["pretrain", f"--flagfile={os.path.join(REPO, 'flags', flagfile)}",
+                 "--model_dir=/nonexistent/never_written"])
+    try:
+        config = pretrain.config_from_flags(flag_values)
+        # No dataset here but digits: give what the source would say.
+        facts = {"digits": (1442, 10), "cifar10": (50000, 10), "imagenet2012": (1281167, 1000)}
+        count, classes = facts[config.dataset]
+        config = dataclasses.replace(config, num_train_examples=count,
+                                     num_classes=config.num_classes or classes)
+        run = training.build_run(config, channels=3)
+        assert run.strategy.num_replicas_in_sync == 1
+        assert run.total_steps > 0 and run.steps_per_epoch == count // config.batch_size
+        assert run.model.encoder.output_shape[-1] > 0
+        assert run.learning_rate == pytest.approx(
+            config.learning_rate * config.batch_size / 256)
+        assert float(run.schedule(run.total_steps // 2)) > 0
+        assert int(run.optimizer.iterations.numpy()) == 0
+        assert not os.path.exists("/nonexistent/never_written")
+    finally:
+        flag_values.unparse_flags()
+        keras.mixed_precision.set_global_policy("float32")
+        keras.backend.clear_session()
