@@ -52,11 +52,36 @@ def make_strategy(name="default", tpu=None, devices=None):
             raise ValueError(
                 "Strategy 'tpu' needs a TPU address: pass --tpu=<name or grpc://address> "
                 "(--tpu=local on a TPU VM).")
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
-            tpu="" if tpu == "local" else tpu)
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+                tpu="" if tpu == "local" else tpu)
+        except (ValueError, OSError) as error:  # URLError (Cloud TPU API look-up) is an OSError.
+            raise ValueError(
+                f"Cannot find the TPU --tpu={tpu!r} ({' '.join(str(error).split())}): pass the "
+                "TPU's name in this Cloud project, grpc://<host>:<port>, or local on a TPU VM."
+            ) from None
+        _check_reachable(resolver, tpu)
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
+
+
+def _check_reachable(resolver, tpu, timeout=10.0):
+    """Raises a ValueError naming the address if a TPU worker does not accept connections.
+
+    TensorFlow's connect would otherwise wait for an unreachable worker indefinitely.
+    """
+    import socket
+
+    for address in resolver.cluster_spec().as_dict().get("worker", []):
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=timeout).close()
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"The TPU worker {address} of --tpu={tpu!r} does not answer ({error}): check "
+                "the address, that the TPU is running, and the network between here and it."
+            ) from None
 
 
 def _replica_context():
