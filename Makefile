@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: quickstart test test-fast bench venv clean
+.PHONY: quickstart test test-fast bench bazel-test venv clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,14 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/loss.py
+
+# Bazel (Debian's offline bazel-bootstrap 4.2.3 works): one py_test per tests/**/*_test.py.
+BAZEL ?= bazel
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+bazel-test: $(STAMP)
+	command -v $(BAZEL) >/dev/null 2>&1 || { $(SUDO) apt-get update && $(SUDO) apt-get install -y bazel-bootstrap; }
+	PYTHON_BIN_PATH="$(abspath $(PY))" $(BAZEL) test //...
 
 clean:
 	rm -rf runs .pytest_cache
