@@ -17,7 +17,6 @@ nothing.
 
 import json
 import os
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -25,6 +24,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
+
+from supcon_tf import cli  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -46,20 +47,6 @@ flags.DEFINE_integer("shots", 0, "Also run a few-shot probe with this many image
                      "(0: no).")
 flags.DEFINE_integer("draws", 20, "Few-shot draws averaged.")
 flags.DEFINE_integer("seed", 0, "Seed of the held-out split and few-shot draws.")
-
-
-def fail(message):
-    """Prints `error: message` as one line on stderr and exits with status 2."""
-    print("error: " + " ".join(str(message).split()), file=sys.stderr)
-    sys.exit(2)
-
-
-def parse_flags(argv):
-    """absl flag parsing whose errors are one `error:` line."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        fail(e)
 
 
 def load_embed(path):
@@ -119,10 +106,10 @@ def extract(embed, dataset, split, image_size, *, data_dir, manual_dir, crop_fra
 
 def main(argv):
     if len(argv) > 1:
-        fail(f"unexpected arguments {argv[1:]}: pass options as --flags.")
+        cli.fail(f"unexpected arguments {argv[1:]}: pass options as --flags.")
     logging.set_verbosity(logging.WARNING)
     if not FLAGS.model_dir:
-        fail("--model_dir is required (the pretraining run to evaluate).")
+        cli.fail("--model_dir is required (the pretraining run to evaluate).")
     from supcon_tf import training
     from supcon_tf.evaluation import metrics
     from supcon_tf.evaluation import probes
@@ -164,7 +151,7 @@ def main(argv):
         test_x, test_y = extract(embed, dataset, FLAGS.test_split, image_size, **common)
         fit, held = probes.stratified_holdout(train_y, FLAGS.val_fraction, seed=FLAGS.seed)
     except ValueError as e:  # Bad flags, missing data (DatasetUnavailableError), no model.
-        fail(e)
+        cli.fail(e)
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     sweep = probes.lbfgs_logistic_sweep(train_x[fit], train_y[fit], train_x[held],
                                         train_y[held], test_x, test_y, num_classes=num_classes)
@@ -203,4 +190,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=lambda argv: cli.parse_flags(FLAGS, argv))

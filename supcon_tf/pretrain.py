@@ -15,13 +15,14 @@ line `error: ...` on stderr, exits with status 2 and leaves the disk as it was.
 
 import dataclasses
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
+
+from supcon_tf import cli  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -87,25 +88,11 @@ def config_from_flags(flag_values):
     return training.PretrainConfig(**values)
 
 
-def fail(message):
-    """Prints `error: message` as one line on stderr and exits with status 2."""
-    print("error: " + " ".join(str(message).split()), file=sys.stderr)
-    sys.exit(2)
-
-
-def parse_flags(argv):
-    """absl flag parsing whose errors are one `error:` line (absl prints several)."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        fail(e)
-
-
 def main(argv):
     if len(argv) > 1:
-        fail(f"unexpected arguments {argv[1:]}: pass options as --flags.")
+        cli.fail(f"unexpected arguments {argv[1:]}: pass options as --flags.")
     if not FLAGS.model_dir:
-        fail("--model_dir is required.")
+        cli.fail("--model_dir is required.")
     from supcon_tf import training
 
     logging.set_verbosity(logging.WARNING)
@@ -116,7 +103,7 @@ def main(argv):
         if action == "resume":
             training.restore_latest(run, FLAGS.model_dir)  # An unreadable checkpoint: one line.
     except ValueError as e:  # Bad flags, missing data (DatasetUnavailableError), other run.
-        fail(e)
+        cli.fail(e)
     training.prepare_model_dir(FLAGS.model_dir, config, action)
     print(f"pretraining {config.loss} on {config.dataset}: {run.total_steps} steps "
           f"({run.steps_per_epoch} per epoch) of batch {config.batch_size}, lr "
@@ -129,4 +116,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=lambda argv: cli.parse_flags(FLAGS, argv))

@@ -14,11 +14,12 @@ Writes `<model_dir>/results.json` and `<model_dir>/loss.png`, and prints the tab
 
 import json
 import os
-import sys
 import time
 
 from absl import app
 from absl import flags
+
+from supcon_tf import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", "runs/quickstart", "Where results.json and loss.png go.")
@@ -35,11 +36,6 @@ flags.DEFINE_integer("draws", 20, "Random few-shot draws averaged.")
 flags.DEFINE_integer("seed", 0, "Seed of weights, augmentation and few-shot draws.")
 flags.DEFINE_bool("quiet", False, "One line per epoch instead of progress bars.")
 flags.DEFINE_bool("overwrite", False, "Replace the results of an earlier run in model_dir.")
-
-
-def _fail(message):
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def _arrays(split):
@@ -138,30 +134,30 @@ def _plot(histories, path):
 
 def main(argv):
     if len(argv) > 1:
-        _fail(f"unexpected arguments {argv[1:]}: pass options as --flags.")
+        cli.fail(f"unexpected arguments {argv[1:]}: pass options as --flags.")
     for name in ("epochs", "batch_size", "shots", "draws", "image_size"):
         if getattr(FLAGS, name) < 1:
-            _fail(f"--{name} must be >= 1, got {getattr(FLAGS, name)}.")
+            cli.fail(f"--{name} must be >= 1, got {getattr(FLAGS, name)}.")
     for name in ("supcon_learning_rate", "ce_learning_rate", "temperature", "width_multiplier"):
         if getattr(FLAGS, name) <= 0:
-            _fail(f"--{name} must be > 0, got {getattr(FLAGS, name)}.")
+            cli.fail(f"--{name} must be > 0, got {getattr(FLAGS, name)}.")
     results_path = os.path.join(FLAGS.model_dir, "results.json")
     if os.path.exists(results_path) and not FLAGS.overwrite:
-        _fail(f"{results_path} already exists: pass --overwrite to replace it, or choose "
+        cli.fail(f"{results_path} already exists: pass --overwrite to replace it, or choose "
               "another --model_dir.")
 
     start = time.time()
     train_images, train_labels = _arrays("train")
     test_images, test_labels = _arrays("test")
     if FLAGS.batch_size > len(train_labels):
-        _fail(f"--batch_size {FLAGS.batch_size} exceeds the {len(train_labels)} training "
+        cli.fail(f"--batch_size {FLAGS.batch_size} exceeds the {len(train_labels)} training "
               "images.")
     num_classes = int(train_labels.max()) + 1
     steps_per_epoch = len(train_labels) // FLAGS.batch_size
 
     known = ("untrained", "cross_entropy", "supcon")
     if not FLAGS.models or any(m not in known for m in FLAGS.models):
-        _fail(f"--models must list some of {', '.join(known)}, got {FLAGS.models}.")
+        cli.fail(f"--models must list some of {', '.join(known)}, got {FLAGS.models}.")
     encoders, histories = {}, {}
     for kind in [m for m in known if m in FLAGS.models]:
         encoders[kind] = _encoder(FLAGS.seed)
