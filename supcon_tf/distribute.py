@@ -85,7 +85,7 @@ def _check_reachable(resolver, tpu, timeout=10.0):
 
 
 def _replica_context():
-    """Returns the current multi-replica `ReplicaContext`, or None when there is nothing to gather."""
+    """The current multi-replica `ReplicaContext`, or None when there is nothing to gather."""
     if keras.backend.backend() != "tensorflow":
         return None
     import tensorflow as tf

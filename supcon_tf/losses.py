@@ -233,7 +233,9 @@ def _dense_class_ids(ids):
 
 
 def _self_columns(num_anchors, local_batch, global_batch, offset):
-    """Contrast column of each anchor's own view: anchor `v * local_batch + i` -> `v * global_batch + offset + i`.
+    """Contrast column of each anchor's own view.
+
+    Anchor `v * local_batch + i` is contrast column `v * global_batch + offset + i`.
 
     Returns:
         int32 `[num_anchors]`.

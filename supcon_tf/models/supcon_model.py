@@ -222,8 +222,8 @@ class SupConModel(keras.Model):
             return x
         if rank != image_rank:
             raise ValueError(
-                f"Expected multi-view images [batch, views, {', '.join(['...'] * (image_rank - 1))}]"
-                f" or single-view [batch, ...] matching the encoder input "
+                "Expected multi-view images [batch, views, ...] or single-view [batch, ...] "
+                f"matching the encoder input "
                 f"{tuple(self.encoder.input_shape)}, got shape {tuple(x.shape)}.")
         if self.augmenter is None or not training:
             return x[:, None]
