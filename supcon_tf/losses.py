@@ -686,7 +686,7 @@ def n_pairs_loss(features, labels=None, l2_penalty=0.002):
     return loss + l2_penalty * penalty
 
 
-def _semi_hard_negative_distances(distances, positives, negatives):
+def _semi_hard_negative_distances(distances, negatives):
     """For each (anchor, positive) pair, the distance of its semi-hard negative.
 
     The semi-hard negative of (a, p) is the closest negative farther than p (FaceNet); when every
@@ -696,11 +696,11 @@ def _semi_hard_negative_distances(distances, positives, negatives):
 
     Args:
         distances: float32 `[rows, cols]` squared distances.
-        positives: bool `[rows, cols]`.
         negatives: bool `[rows, cols]`.
 
     Returns:
-        float32 `[rows, cols]`, meaningful where `positives` and the row has a negative.
+        float32 `[rows, cols]`: entry (a, p) is the semi-hard negative distance for the pair
+        (a, p), meaningful where p is a positive of a and row a has a negative.
     """
     cols = ops.shape(distances)[1]
     num_negatives = ops.sum(ops.cast(negatives, "int32"), axis=1, keepdims=True)  # [rows, 1]
@@ -765,7 +765,7 @@ def triplet_loss(features, labels=None, margin=0.2, mining="semi_hard"):
         hardest_negative = ops.where(has_negative, hardest_negative, 0.0)
         loss = ops.relu(hardest_positive - hardest_negative + margin)
     elif mining == "semi_hard":
-        negative_distances = _semi_hard_negative_distances(distances, positives, negatives)
+        negative_distances = _semi_hard_negative_distances(distances, negatives)
         pair_loss = ops.relu(distances - negative_distances + margin)
         loss = ops.divide_no_nan(
             ops.sum(ops.where(positives, pair_loss, 0.0), axis=1),

@@ -317,18 +317,17 @@ class LARS(keras.optimizers.Optimizer):
         return config
 
 
-class _CoupledWeightDecay:
-    """Mixin: adds `l2_weight_decay * w` to the gradient before the parent's `update_step`.
+class _DecayExclusions:
+    """Mixin: which variables get weight decay, decided once per variable in `build()`.
 
-    Subclasses list the mixin before a Keras optimizer; `weight_decay` is taken here and never
-    reaches the base class, so it is applied once, coupled.
+    `exclude_from_weight_decay` is None (rank <= 1 variables excluded) or regexes searched in
+    `variable.path` (`is_excluded`); it is validated here and round-trips through `get_config`.
     """
 
-    def __init__(self, *args, weight_decay=0.0, exclude_from_weight_decay=None, **kwargs):
+    def __init__(self, *args, exclude_from_weight_decay=None, **kwargs):
         if "learning_rate" in kwargs:
             kwargs["learning_rate"] = _check_learning_rate(kwargs["learning_rate"])
         super().__init__(*args, **kwargs)
-        self.l2_weight_decay = _check_weight_decay(weight_decay)
         self.decay_exclusions = _check_patterns(
             "exclude_from_weight_decay", exclude_from_weight_decay)
 
@@ -338,6 +337,23 @@ class _CoupledWeightDecay:
         super().build(variables)
         self._uses_decay = [not is_excluded(v, self.decay_exclusions) for v in variables]
 
+    def get_config(self):
+        config = super().get_config()
+        config["exclude_from_weight_decay"] = self.decay_exclusions
+        return config
+
+
+class _CoupledWeightDecay(_DecayExclusions):
+    """Mixin: adds `l2_weight_decay * w` to the gradient before the parent's `update_step`.
+
+    Subclasses list the mixin before a Keras optimizer; `weight_decay` is taken here and never
+    reaches the base class, so it is applied once, coupled.
+    """
+
+    def __init__(self, *args, weight_decay=0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.l2_weight_decay = _check_weight_decay(weight_decay)
+
     def update_step(self, gradient, variable, learning_rate):
         if self.l2_weight_decay > 0 and self._uses_decay[self._get_variable_index(variable)]:
             gradient = ops.cast(ops.convert_to_tensor(gradient), variable.dtype)
@@ -346,8 +362,7 @@ class _CoupledWeightDecay:
 
     def get_config(self):
         config = super().get_config()
-        config.update({"weight_decay": self.l2_weight_decay,
-                       "exclude_from_weight_decay": self.decay_exclusions})
+        config["weight_decay"] = self.l2_weight_decay
         return config
 
 
@@ -384,7 +399,7 @@ class AdamWithL2(_CoupledWeightDecay, keras.optimizers.Adam):
 
 
 @keras.saving.register_keras_serializable(package="supcon_tf")
-class AdamWWithExclusions(keras.optimizers.AdamW):
+class AdamWWithExclusions(_DecayExclusions, keras.optimizers.AdamW):
     """Keras AdamW (decoupled decay) whose exclusions follow `LARS`'s rule and are serialised.
 
     Adam update on g, then w <- w - lr * weight_decay * w (unless excluded). Keras' own
@@ -393,30 +408,15 @@ class AdamWWithExclusions(keras.optimizers.AdamW):
     `variable.path`, and round-trips through `get_config`.
     """
 
-    def __init__(self, *args, exclude_from_weight_decay=None, **kwargs):
-        if "learning_rate" in kwargs:
-            kwargs["learning_rate"] = _check_learning_rate(kwargs["learning_rate"])
+    def __init__(self, *args, **kwargs):
         if "weight_decay" in kwargs:
             kwargs["weight_decay"] = _check_weight_decay(kwargs["weight_decay"])
         super().__init__(*args, **kwargs)
-        self.decay_exclusions = _check_patterns(
-            "exclude_from_weight_decay", exclude_from_weight_decay)
-
-    def build(self, variables):
-        if self.built:
-            return
-        super().build(variables)
-        self._uses_decay = [not is_excluded(v, self.decay_exclusions) for v in variables]
 
     def _use_weight_decay(self, variable):
         # The TensorFlow backend passes a bare (per-replica) tf.Variable without `.path`, so the
         # decision is made in `build` and looked up by index.
         return self._uses_decay[self._get_variable_index(variable)]
-
-    def get_config(self):
-        config = super().get_config()
-        config["exclude_from_weight_decay"] = self.decay_exclusions
-        return config
 
 
 def build_optimizer(name, learning_rate, weight_decay=0.0, *, momentum=0.9, stage=1,
