@@ -11,8 +11,10 @@ this order (so that every bad value is reported before anything is written):
 Files in `model_dir`: `config.json` (the run's configuration, compared on every restart),
 `checkpoints/` (`tf.train.CheckpointManager` of model + optimizer: weights, batch-norm
 statistics, the memory queue and momentum encoder, optimizer slots and its step counter),
-`logs/` (TensorBoard), `history.json` (per-epoch metrics), `loss.png`, `saved_model/` and
-`results.json`.
+`logs/` (TensorBoard), `history.json` (per-epoch metrics), `loss.png`, `saved_model/`,
+`run_facts.json` (image channels, training examples and classes of the source) and
+`results.json`. `load_pretrained(model_dir)` rebuilds the model from `config.json` and
+`run_facts.json` and restores a checkpoint (linear evaluation and fine-tuning from checkpoints).
 
 Resume: the latest checkpoint is restored and training continues to the same total step count.
 The learning-rate schedule is a function of the optimizer step, which is in the checkpoint. The
@@ -36,6 +38,9 @@ NON_IDENTITY_FIELDS = ("checkpoint_every", "data_dir", "manual_dir", "tpu", "ver
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
+# What `build_run` learnt from the data source (channels, examples, classes), so that
+# `load_pretrained` can rebuild the model where the data is absent.
+FACTS_FILE = "run_facts.json"
 
 
 class RunDirectoryError(ValueError):
@@ -166,6 +171,7 @@ class Run:
     """The objects of a pretraining run, built by `build_run` (nothing written yet)."""
 
     config: PretrainConfig
+    channels: int
     strategy: object
     model: object
     optimizer: object
@@ -279,7 +285,8 @@ def build_run(config, strategy=None, *, channels=None):
             config.optimizer, schedule, config.weight_decay, momentum=config.momentum, stage=1)
         model.compile(optimizer=optimizer)
         model.optimizer.build(model.trainable_variables)
-    return Run(config=config, strategy=strategy, model=model, optimizer=model.optimizer,
+    return Run(config=config, channels=int(channels), strategy=strategy, model=model,
+               optimizer=model.optimizer,
                schedule=schedule, num_classes=num_classes, num_train_examples=count,
                steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                learning_rate=learning_rate)
@@ -386,6 +393,68 @@ def make_checkpoint_manager(run, model_dir):
                                       max_to_keep=3)
 
 
+def load_pretrained(model_dir, *, checkpoint=None, strategy=None):
+    """Rebuilds a pretraining run's model from its directory and restores a checkpoint.
+
+    The configuration comes from `<model_dir>/config.json` and the source facts from
+    `run_facts.json`, so the data need not be present. The model is built under `strategy`
+    (default: the current one, not the run's `--strategy`: evaluation may run elsewhere).
+
+    Args:
+        model_dir: a `supcon_tf.pretrain` run directory.
+        checkpoint: a checkpoint prefix (`.../checkpoints/ckpt-<step>`); default the latest.
+        strategy: optional `tf.distribute.Strategy`.
+
+    Returns:
+        A `Run` whose model (encoder, head, probe, memory) holds the checkpoint's weights.
+
+    Raises:
+        ValueError: a missing or foreign directory, no checkpoint, or a checkpoint that does
+            not match the configured architecture (one line each, naming the fix).
+    """
+    import tensorflow as tf
+
+    config_path = os.path.join(model_dir, CONFIG_FILE)
+    facts_path = os.path.join(model_dir, FACTS_FILE)
+    for path in (config_path, facts_path):
+        if not os.path.isfile(path):
+            raise ValueError(f"{path} is missing: --model_dir must be a supcon_tf.pretrain run "
+                             "directory that has started training.")
+    try:
+        stored, facts = _read_json(config_path), _read_json(facts_path)
+        stored["projection_units"] = tuple(stored["projection_units"])
+        config = PretrainConfig(**stored)
+        config = dataclasses.replace(config, num_train_examples=facts["num_train_examples"],
+                                     num_classes=facts["num_classes"], strategy="default",
+                                     tpu=None)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"cannot read the run configuration in {model_dir} ({e}): it was not "
+                         "written by this version of supcon_tf.pretrain.") from None
+    run = build_run(config, strategy or tf.distribute.get_strategy(),
+                    channels=facts["channels"])
+    manager = make_checkpoint_manager(run, model_dir)
+    path = checkpoint or manager.latest_checkpoint
+    if not path:
+        raise ValueError(f"no checkpoint in {os.path.join(model_dir, 'checkpoints')}: "
+                         "pretrain first, or pass --checkpoint=<prefix>.")
+    if not tf.io.gfile.exists(path + ".index"):
+        raise ValueError(f"checkpoint {path} does not exist (pass a prefix such as "
+                         f"{os.path.join(model_dir, 'checkpoints', 'ckpt-1000')}).")
+    _restore(manager.checkpoint, path, f"it does not match the architecture in {config_path}")
+    return run
+
+
+def _restore(checkpoint, path, fix):
+    """Restores `path` into `checkpoint`; any failure is one ValueError line ending in `fix`."""
+    import tensorflow as tf
+
+    try:
+        checkpoint.restore(path).assert_existing_objects_matched()
+    except (tf.errors.OpError, AssertionError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"cannot restore checkpoint {path} ({first[:200]}): {fix}.") from None
+
+
 def restore_latest(run, model_dir, manager=None):
     """Restores the latest checkpoint of `model_dir` (if any) into `run`; writes nothing.
 
@@ -398,18 +467,11 @@ def restore_latest(run, model_dir, manager=None):
     Raises:
         ValueError: the checkpoint is unreadable or does not match the model (architecture).
     """
-    import tensorflow as tf
-
     manager = manager or make_checkpoint_manager(run, model_dir)
     path = manager.latest_checkpoint
     if not path:
         return 0
-    try:
-        manager.checkpoint.restore(path).assert_existing_objects_matched()
-    except (tf.errors.OpError, AssertionError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"cannot restore checkpoint {path} ({first[:200]}): delete "
-                         "the run or pass --overwrite to start over.") from None
+    _restore(manager.checkpoint, path, "delete the run or pass --overwrite to start over")
     return int(run.optimizer.iterations.numpy())
 
 
@@ -529,6 +591,9 @@ def train(run, model_dir, log=print):
 
     config = run.config
     start_time = time.time()
+    write_json(os.path.join(model_dir, FACTS_FILE), {
+        "channels": run.channels, "num_train_examples": run.num_train_examples,
+        "num_classes": run.num_classes})
     manager = make_checkpoint_manager(run, model_dir)
     resumed_from = restore_latest(run, model_dir, manager)
     if resumed_from:
