@@ -18,17 +18,35 @@ from supcon_tf import losses
 from supcon_tf.evaluation import probes
 
 
-def _embed(model, images, batch_size):
-    return np.asarray(model.predict(images, batch_size=batch_size, verbose=0))
+def embed_images(model, images, batch_size=256):
+    """The model's embeddings (`model.predict`) of a stack of images.
+
+    Args:
+        model: a Keras model whose `predict` takes float images in [0, 1] (a `SupConModel`
+            returns its encoder's embeddings).
+        images: float `[N, H, W, C]` in [0, 1], or uint8 `[N, H, W, C]` in [0, 255] (converted
+            one batch at a time, so a large held-out set can be kept as uint8).
+        batch_size: Python int, images per predict batch.
+
+    Returns:
+        numpy float `[N, F]`.
+    """
+    if images.dtype != np.uint8:
+        return np.asarray(model.predict(images, batch_size=batch_size, verbose=0))
+    batches = [np.asarray(model.predict_on_batch(
+        images[start:start + batch_size].astype(np.float32) / 255.0))
+        for start in range(0, len(images), batch_size)]
+    return np.concatenate(batches)
 
 
 class KNNAccuracy(keras.callbacks.Callback):
     """Logs the kNN top-1 accuracy of the encoder's embeddings on a held-out set.
 
     Args:
-        reference_images: float `[N, H, W, C]` labelled images whose embeddings vote.
+        reference_images: float `[N, H, W, C]` in [0, 1] (or uint8 in [0, 255]) labelled
+            images whose embeddings vote.
         reference_labels: int `[N]`.
-        test_images: float `[M, H, W, C]` held-out images.
+        test_images: float `[M, H, W, C]` (or uint8) held-out images.
         test_labels: int `[M]`.
         k: neighbours per query.
         temperature: vote weight exp(similarity / T); None for plain majority.
@@ -51,8 +69,8 @@ class KNNAccuracy(keras.callbacks.Callback):
         if (epoch + 1) % self.frequency:
             return
         accuracy = probes.knn_accuracy(
-            _embed(self.model, self.reference[0], self.batch_size), self.reference[1],
-            _embed(self.model, self.test[0], self.batch_size), self.test[1],
+            embed_images(self.model, self.reference[0], self.batch_size), self.reference[1],
+            embed_images(self.model, self.test[0], self.batch_size), self.test[1],
             k=self.k, temperature=self.temperature)
         self.history.append((epoch + 1, accuracy))
         if logs is not None:

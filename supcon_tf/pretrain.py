@@ -71,6 +71,10 @@ flags.DEFINE_bool("probe", True, "Train the online linear probe (stop-gradient).
 flags.DEFINE_integer("checkpoint_every", 1000, "Checkpoint every this many optimizer steps.")
 flags.DEFINE_string("mixed_precision", "none", "none | mixed_float16 | mixed_bfloat16.")
 flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu (local on a TPU VM).")
+flags.DEFINE_string("eval_split", None, "Held-out split of the kNN monitor and t-SNE plot "
+                    "(default: the source's 'test', else 'validation').")
+flags.DEFINE_integer("monitor_examples", 1000, "Held-out (and training) images of the per-epoch "
+                     "kNN monitor and the t-SNE plot; 0 turns both off.")
 flags.DEFINE_integer("verbose", 2, "Keras fit verbosity: 0 silent, 1 progress bar, 2 per epoch.")
 
 

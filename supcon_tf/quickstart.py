@@ -9,7 +9,8 @@ logistic regression on the held-out digits: with every training label (the L2 pe
 from 45 values on a held-out fifth of train, then refit), and 5-shot (5 labelled images per
 class, mean over draws). Digits are easy, so the 5-shot column is the informative one.
 
-Writes `<model_dir>/results.json` and `<model_dir>/loss.png`, and prints the table.
+Writes `<model_dir>/results.json`, `loss.png` (training curves) and `tsne.png` (a t-SNE map of
+each encoder's held-out embeddings, coloured by class), and prints the table.
 """
 
 import dataclasses
@@ -21,9 +22,10 @@ from absl import app
 from absl import flags
 
 from supcon_tf import cli
+from supcon_tf import plots
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", "runs/quickstart", "Where results.json and loss.png go.")
+flags.DEFINE_string("model_dir", "runs/quickstart", "Where results.json, loss.png and tsne.png go.")
 flags.DEFINE_integer("epochs", 30, "Training epochs for each model.")
 flags.DEFINE_integer("image_size", 16,
                      "Side the 32x32 digits are cropped/resized to (they are 8x8 scans).")
@@ -144,25 +146,6 @@ def _probe(train_x, train_y, test_x, test_y, settings):
     return float(sweep.test_score), float(few.mean), float(few.std)
 
 
-def _plot(histories, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, len(histories), figsize=(5 * len(histories), 3.5),
-                                squeeze=False)
-    for axis, (kind, history) in zip(axes[0], histories.items()):
-        axis.plot(range(1, len(history) + 1), history, marker="o")
-        axis.set_title(f"{kind} training loss")
-        axis.set_xlabel("epoch")
-        axis.set_ylabel("mean loss")
-        axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
 def main(argv):
     settings = Settings.from_flags(FLAGS)
     if len(argv) > 1:
@@ -197,10 +180,11 @@ def main(argv):
             histories[kind] = _train(kind, encoders[kind], num_classes, steps_per_epoch,
                                      settings)
 
-    rows = {}
+    rows, features = {}, {}
     for kind, encoder in encoders.items():
         train_x = _features(encoder, train_images, settings)
         test_x = _features(encoder, test_images, settings)
+        features[kind] = test_x
         full, few, few_std = _probe(train_x, train_labels, test_x, test_labels, settings)
         rows[kind] = {"top1": full, f"{settings.shots}_shot_top1": few,
                       f"{settings.shots}_shot_std": few_std}
@@ -221,7 +205,13 @@ def main(argv):
         json.dump(results, f, indent=2)
     os.replace(tmp_path, results_path)
     if histories:
-        _plot(histories, os.path.join(settings.model_dir, "loss.png"))
+        plots.save_curves(os.path.join(settings.model_dir, "loss.png"), {
+            f"{kind} training loss": ("mean loss per epoch",
+                                      {kind: (range(1, len(losses) + 1), losses)})
+            for kind, losses in histories.items()})
+    plots.save_tsne(os.path.join(settings.model_dir, "tsne.png"), {
+        f"{kind}: {len(test_labels)} held-out digits": (features[kind], test_labels)
+        for kind in rows}, seed=settings.seed)
 
     print(f"\nHeld-out digits ({len(test_labels)} images), linear probes on frozen encoder "
           f"features ({results['steps']} steps of batch {settings.batch_size} per trained model):")
@@ -231,8 +221,8 @@ def main(argv):
     for kind, row in rows.items():
         print(f"| {kind} | {row['top1']:.4f} | {row[f'{settings.shots}_shot_top1']:.4f} "
               f"± {row[f'{settings.shots}_shot_std']:.4f} |")
-    print(f"\nwrote {results_path} and {os.path.join(settings.model_dir, 'loss.png')} "
-          f"in {results['seconds']:.0f} s")
+    print(f"\nwrote {results_path}, loss.png and tsne.png (t-SNE of the held-out embeddings) "
+          f"in {settings.model_dir} in {results['seconds']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,10 @@ import warnings
 import zlib
 
 # Fields of the configuration that do not change what is trained: a restart may change them.
-NON_IDENTITY_FIELDS = ("checkpoint_every", "data_dir", "manual_dir", "tpu", "verbose")
+NON_IDENTITY_FIELDS = ("checkpoint_every", "data_dir", "manual_dir", "tpu", "verbose",
+                       "eval_split", "monitor_examples")
+# Held-out splits tried, in order, when `eval_split` is not given.
+EVAL_SPLITS = ("test", "validation")
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
@@ -54,6 +57,10 @@ class PretrainConfig:
     Learning rates are per 256 examples (`learning_rate` is scaled to `batch_size` with
     `schedules.scale_learning_rate`). `train_steps`, when set, is the number of optimizer steps
     and overrides `epochs`; otherwise steps = round(epochs * steps_per_epoch).
+
+    Monitoring (does not change what is trained): `monitor_examples` held-out images of
+    `eval_split` (default the source's "test", else "validation" split) and as many training
+    images give a kNN top-1 after every epoch and, at the end, a t-SNE plot; 0 turns both off.
     """
 
     dataset: str = "digits"
@@ -96,6 +103,8 @@ class PretrainConfig:
     checkpoint_every: int = 1000
     mixed_precision: str = "none"
     verbose: int = 1
+    eval_split: str = None
+    monitor_examples: int = 1000
 
     def to_dict(self):
         """JSON-friendly dict of every field."""
@@ -134,6 +143,10 @@ class PretrainConfig:
                              f"{', '.join(str(d) for d in sorted(resnet.DEPTHS))}.")
         for name in ("image_size", "batch_size", "num_views", "checkpoint_every"):
             _check_positive_int(name, getattr(self, name))
+        if isinstance(self.monitor_examples, bool) or not isinstance(
+                self.monitor_examples, int) or self.monitor_examples < 0:
+            raise ValueError(f"--monitor_examples must be an integer >= 0, got "
+                             f"{self.monitor_examples!r}.")
         for name in ("train_steps", "num_classes", "num_train_examples"):
             if getattr(self, name) is not None:
                 _check_positive_int(name, getattr(self, name))
@@ -181,6 +194,7 @@ class Run:
     steps_per_epoch: int
     total_steps: int
     learning_rate: float
+    eval_split: str = None
 
 
 def augment_options(config):
@@ -208,6 +222,29 @@ def _source_facts(config):
             raise ValueError(f"the size of {config.dataset!r} split {config.split!r} is unknown; "
                              "pass --num_train_examples.")
     return count, int(channels)
+
+
+def resolve_eval_split(config):
+    """The held-out split the monitors read, or None when monitoring is off or there is none.
+
+    Raises:
+        ValueError: an explicit `config.eval_split` that the source does not have.
+    """
+    from supcon_tf.data import sources
+
+    if not config.monitor_examples:
+        return None
+    candidates = (config.eval_split,) if config.eval_split else EVAL_SPLITS
+    for split in candidates:
+        try:
+            sources.load_source(config.dataset, split, data_dir=config.data_dir,
+                                manual_dir=config.manual_dir)
+        except ValueError as e:
+            if config.eval_split:
+                raise ValueError(f"--eval_split={split!r}: {e}") from None
+            continue
+        return split
+    return None
 
 
 def build_run(config, strategy=None, *, channels=None):
@@ -241,8 +278,10 @@ def build_run(config, strategy=None, *, channels=None):
 
     config.validate()
     augment.build_augmenter(config.augmentation, config.image_size, **augment_options(config))
+    eval_split = None
     if channels is None or config.num_train_examples is None or config.num_classes is None:
         count, channels = _source_facts(config)
+        eval_split = resolve_eval_split(config)
     else:
         count = config.num_train_examples
     if config.batch_size > count:
@@ -289,7 +328,7 @@ def build_run(config, strategy=None, *, channels=None):
                optimizer=model.optimizer,
                schedule=schedule, num_classes=num_classes, num_train_examples=count,
                steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-               learning_rate=learning_rate)
+               learning_rate=learning_rate, eval_split=eval_split)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -546,33 +585,20 @@ def _history_path(model_dir):
 
 
 def _plot_history(history, path):
-    """Loss (and probe accuracy) per epoch to a PNG."""
-    import matplotlib
+    """Loss and accuracy curves per epoch to a PNG (online probe and held-out kNN)."""
+    from supcon_tf import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = [k for k in ("loss", "contrastive_loss", "ce_loss", "probe_loss") if k in history]
-    accuracy = [k for k in ("probe_accuracy", "accuracy") if k in history]
-    panels = 1 + bool(accuracy)
-    figure, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.5), squeeze=False)
     epochs = history.get("epoch", [])
-    for key in keys:
-        axes[0][0].plot(epochs, history[key], marker="o", label=key)
-    axes[0][0].set_xlabel("epoch")
-    axes[0][0].set_ylabel("mean training loss")
-    axes[0][0].legend()
-    axes[0][0].grid(alpha=0.3)
+    names = {"probe_accuracy": "online probe (training batches)",
+             "accuracy": "classifier (training batches)",
+             "knn_accuracy": "kNN top-1 (held-out)"}
+    panels = {"training loss": ("mean loss per epoch", {
+        key: (epochs, history[key])
+        for key in ("loss", "contrastive_loss", "ce_loss", "probe_loss") if key in history})}
+    accuracy = {names[key]: (epochs, history[key]) for key in names if key in history}
     if accuracy:
-        for key in accuracy:
-            axes[0][1].plot(epochs, history[key], marker="o", label=key)
-        axes[0][1].set_xlabel("epoch")
-        axes[0][1].set_ylabel("training accuracy")
-        axes[0][1].legend()
-        axes[0][1].grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+        panels["accuracy"] = ("accuracy", accuracy)
+    plots.save_curves(path, panels)
 
 
 def train(run, model_dir, log=print):
@@ -601,7 +627,9 @@ def train(run, model_dir, log=print):
     history = {}
     if resumed_from and os.path.exists(_history_path(model_dir)):
         history = _read_json(_history_path(model_dir))
-    callbacks = [
+    knn = _make_knn_monitor(run)
+    callbacks = [knn] if knn else []  # First: the TensorBoard callback logs its knn_accuracy.
+    callbacks += [
         make_tensorboard_callback(os.path.join(model_dir, "logs"), run.optimizer),
         _make_step_checkpointer(manager, run.optimizer, config.checkpoint_every),
     ]
@@ -634,6 +662,14 @@ def train(run, model_dir, log=print):
     os.replace(tmp, saved_model)
     if history:
         _plot_history(history, os.path.join(model_dir, "loss.png"))
+    if knn and len(knn.test[1]) > 4:
+        from supcon_tf import monitors
+        from supcon_tf import plots
+
+        images, labels = knn.test
+        plots.save_tsne(os.path.join(model_dir, "tsne.png"), {
+            f"t-SNE of {len(labels)} held-out embeddings ({config.loss}, {run.eval_split} split)":
+            (monitors.embed_images(run.model, images), labels)}, seed=config.seed)
 
     final = {k: v[-1] for k, v in history.items() if k not in ("epoch", "step")}
     weights_finite = bool(all(np.all(np.isfinite(w)) for w in run.model.get_weights()
@@ -647,10 +683,53 @@ def train(run, model_dir, log=print):
         "num_classes": run.num_classes, "final": final, "weights_finite": weights_finite,
         "signatures": signatures, "pretrain_seconds": round(time.time() - start_time, 1),
     })
-    if "probe_accuracy" in final:
-        results["probe_accuracy"] = final["probe_accuracy"]
+    for key in ("probe_accuracy", "knn_accuracy"):
+        if key in final:
+            results[key] = final[key]
+    if knn:
+        results["monitor"] = {"eval_split": run.eval_split, "examples": len(knn.test[1])}
     write_json(results_path, results)
     return results
+
+
+def monitor_arrays(config, split, count, seed):
+    """A seeded sample of `count` images of `split`, eval-cropped, as uint8 arrays.
+
+    Args:
+        config: the run's `PretrainConfig` (source, image size).
+        split: the split to sample.
+        count: Python int > 0, examples wanted (fewer when the split is smaller).
+        seed: Python int, seeds the shuffle.
+
+    Returns:
+        (uint8 `[n, S, S, C]` images, int64 `[n]` labels), n <= count.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from supcon_tf.data import augment
+    from supcon_tf.data import sources
+
+    resize = augment.build_augmenter("eval", config.image_size)
+    data = sources.load_source(config.dataset, split, data_dir=config.data_dir,
+                               manual_dir=config.manual_dir)
+    data = data.map(lambda image, label: (tf.cast(tf.round(resize(image) * 255.0), tf.uint8),
+                                          label), num_parallel_calls=tf.data.AUTOTUNE)
+    data = data.shuffle(2 * count, seed=seed).take(count).batch(256)
+    images, labels = zip(*[(x.numpy(), y.numpy()) for x, y in data])
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _make_knn_monitor(run):
+    """A `monitors.KNNAccuracy` on `monitor_examples` train and held-out images, or None."""
+    from supcon_tf import monitors
+
+    config = run.config
+    if run.eval_split is None:
+        return None
+    reference = monitor_arrays(config, config.split, config.monitor_examples, config.seed)
+    held_out = monitor_arrays(config, run.eval_split, config.monitor_examples, config.seed + 1)
+    return monitors.KNNAccuracy(*reference, *held_out, k=min(20, len(reference[1])))
 
 
 def _checkpoint_step(manager):

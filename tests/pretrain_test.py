@@ -93,12 +93,16 @@ def test_writes_results_checkpoints_logs_and_saved_model(tiny_run):
         config = json.load(f)
     assert config["train_steps"] == 8 and config["depth"] == 18 and config["loss"] == "supcon"
     assert os.path.getsize(os.path.join(model_dir, "loss.png")) > 1000
+    assert os.path.getsize(os.path.join(model_dir, "tsne.png")) > 1000
+    assert len(history["knn_accuracy"]) == 2
+    assert results["monitor"] == {"eval_split": "test", "examples": 355}
     events = glob.glob(os.path.join(model_dir, "logs", "**", "events.out.tfevents.*"),
                        recursive=True)
     assert events
     tags = {value.tag for path in events for event in tf.compat.v1.train.summary_iterator(path)
             for value in event.summary.value}
-    assert {"epoch_loss", "epoch_contrastive_loss", "epoch_probe_accuracy"} <= tags
+    assert {"epoch_loss", "epoch_contrastive_loss", "epoch_probe_accuracy",
+            "epoch_knn_accuracy"} <= tags
     checkpoints = os.path.join(model_dir, "checkpoints")
     assert tf.train.latest_checkpoint(checkpoints).endswith("ckpt-8")
     values = checkpoint_values(model_dir)
@@ -114,6 +118,98 @@ def test_writes_results_checkpoints_logs_and_saved_model(tiny_run):
     np.testing.assert_allclose(np.linalg.norm(projections, axis=1), 1.0, rtol=1e-4)
     probabilities = loaded.signatures["classify"](images=images)["probabilities"].numpy()
     assert probabilities.shape == (3, 10)
+
+
+def _naive_knn_top1(train_x, train_y, test_x, test_y, k, temperature):
+    """Cosine kNN with exp(s / T) votes, one query at a time (independent of probes.py)."""
+    train_x = train_x / np.linalg.norm(train_x, axis=1, keepdims=True)
+    correct = 0
+    for query, label in zip(test_x, test_y):
+        similarity = train_x @ (query / np.linalg.norm(query))
+        votes = {}
+        for index in np.argsort(-similarity, kind="stable")[:k]:
+            votes[train_y[index]] = votes.get(train_y[index], 0.0) + np.exp(
+                similarity[index] / temperature)
+        best = max(votes.values())
+        correct += min(c for c, v in votes.items() if v == best) == label
+    return correct / len(test_y)
+
+
+@pytest.mark.slow
+def test_knn_monitor_matches_a_direct_computation_on_the_saved_model(tiny_run):
+    import tensorflow as tf
+
+    from supcon_tf import training
+
+    model_dir, _ = tiny_run
+    with open(os.path.join(model_dir, "config.json")) as f:
+        config = training.PretrainConfig(**json.load(f))
+    with open(os.path.join(model_dir, "results.json")) as f:
+        results = json.load(f)
+    embed = tf.saved_model.load(os.path.join(model_dir, "saved_model")).signatures["embed"]
+
+    def features(split, seed):
+        images, labels = training.monitor_arrays(config, split, config.monitor_examples, seed)
+        floats = tf.constant(images.astype(np.float32) / 255.0)
+        return embed(images=floats)["embeddings"].numpy(), labels
+
+    train_x, train_y = features(config.split, config.seed)
+    test_x, test_y = features("test", config.seed + 1)
+    assert len(train_y) == 144 and len(test_y) == 355
+    assert sorted(np.unique(test_y)) == list(range(10))
+    direct = _naive_knn_top1(train_x, train_y, test_x, test_y, k=20, temperature=0.1)
+    assert results["knn_accuracy"] == pytest.approx(direct, abs=2 / 355)  # <= 2 near-ties
+
+
+@pytest.mark.slow
+def test_load_pretrained_restores_the_exported_encoder(tiny_run):
+    import keras
+    import tensorflow as tf
+
+    from supcon_tf import training
+
+    model_dir, _ = tiny_run
+    try:
+        run = training.load_pretrained(model_dir)
+        assert int(run.optimizer.iterations.numpy()) == 8
+        images = tf.random.uniform([5, 16, 16, 3], seed=1)
+        exported = tf.saved_model.load(os.path.join(model_dir, "saved_model"))
+        np.testing.assert_allclose(
+            run.model.encoder(images, training=False).numpy(),
+            exported.signatures["embed"](images=images)["embeddings"].numpy(),
+            rtol=1e-4, atol=1e-5)
+        earlier = training.load_pretrained(
+            model_dir, checkpoint=os.path.join(model_dir, "checkpoints", "ckpt-6"))
+        assert int(earlier.optimizer.iterations.numpy()) == 6
+        for checkpoint, message in [
+                (os.path.join(model_dir, "checkpoints", "ckpt-5"), "does not exist"),
+                (None, "config.json is missing")]:
+            with pytest.raises(ValueError, match=message):
+                training.load_pretrained(model_dir if checkpoint else REPO,
+                                         checkpoint=checkpoint)
+    finally:
+        keras.backend.clear_session()
+
+
+@pytest.mark.slow
+def test_load_pretrained_refuses_a_checkpoint_of_another_architecture(tiny_run, tmp_path):
+    import keras
+
+    from supcon_tf import training
+
+    model_dir = str(tmp_path / "run")
+    shutil.copytree(tiny_run[0], model_dir)
+    with open(os.path.join(model_dir, "config.json")) as f:
+        config = json.load(f)
+    config["depth"] = 34
+    with open(os.path.join(model_dir, "config.json"), "w") as f:
+        json.dump(config, f)
+    try:
+        with pytest.raises(ValueError, match="cannot restore checkpoint .* does not match the "
+                           "architecture"):
+            training.load_pretrained(model_dir)
+    finally:
+        keras.backend.clear_session()
 
 
 @pytest.mark.slow
@@ -154,6 +250,54 @@ def test_resumes_after_sigkill_to_the_same_step_and_weights(tiny_run, tmp_path):
     for key in reference:
         np.testing.assert_allclose(resumed[key], reference[key], rtol=1e-4, atol=1e-5,
                                    err_msg=key)
+
+
+@pytest.mark.slow
+def test_resumes_after_sigkills_at_random_moments(tiny_run, tmp_path):
+    """Two SIGKILLs at random moments, then a run to the end: the same final step and weights
+    as the uninterrupted run. Each kill waits for a random event (start-up, or the appearance
+    of checkpoint 2, 4 or 6, so at any phase: training, writing a checkpoint, skipping batches
+    on resume, exporting) and then a random delay."""
+    import random
+
+    reference_dir, _ = tiny_run
+    seed = int(os.environ.get("SUPCON_KILL_SEED", time.time_ns() % 2**31))
+    rng = random.Random(seed)
+    model_dir = str(tmp_path / "run")
+    env = dict(os.environ, PYTHONPATH=REPO, CUDA_VISIBLE_DEVICES="")
+    kills = []
+    for _ in range(2):
+        event = rng.choice(["start", "ckpt-2", "ckpt-4", "ckpt-6"])
+        delay = rng.uniform(0.0, 10.0 if event == "start" else 2.0)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "supcon_tf.pretrain", *TINY_ARGS, f"--model_dir={model_dir}"],
+            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        marker = os.path.join(model_dir, "checkpoints", f"{event}.index")
+        deadline = time.time() + 180
+        while event != "start" and not os.path.exists(marker) and process.poll() is None:
+            assert time.time() < deadline, f"{marker} never appeared"
+            time.sleep(0.02)
+        try:
+            process.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        checkpoints = sorted(glob.glob(os.path.join(model_dir, "checkpoints", "ckpt-*.index")))
+        kills.append((event, round(delay, 2), process.returncode,
+                      [os.path.basename(c)[:-6] for c in checkpoints]))
+    context = f"SUPCON_KILL_SEED={seed}, kills (event, delay s, exit, checkpoints): {kills}"
+    print(context)
+
+    result = run_binary("supcon_tf.pretrain", *TINY_ARGS, f"--model_dir={model_dir}")
+    assert result.returncode == 0, f"{context}\n{result.stderr[-3000:]}"
+    with open(os.path.join(model_dir, "results.json")) as f:
+        results = json.load(f)
+    assert results["steps"] == 8, context
+    resumed, reference = checkpoint_values(model_dir), checkpoint_values(reference_dir)
+    assert resumed.keys() == reference.keys(), context
+    for key in reference:
+        np.testing.assert_allclose(resumed[key], reference[key], rtol=1e-4, atol=1e-5,
+                                   err_msg=f"{key}; {context}")
 
 
 @pytest.mark.slow
