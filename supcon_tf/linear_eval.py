@@ -1,18 +1,40 @@
 """Linear evaluation of a pretrained encoder (frozen) from a pretraining `--model_dir`.
 
     python -m supcon_tf.linear_eval --model_dir=runs/supcon_cifar10
+    python -m supcon_tf.linear_eval --model_dir=runs/supcon_cifar10 \
+        --flagfile=flags/linear_eval/supcon_cifar10.flags --checkpoint=latest
 
-Loads `<model_dir>/saved_model` (written by `supcon_tf.pretrain`) and uses its `embed`
-signature as the frozen encoder; no supcon_tf model code is needed to read it. Features of the
-train and test splits (eval augmentation: resize + centre crop) go to the L-BFGS
-logistic-regression sweep of Kornblith et al. (`probes.lbfgs_logistic_sweep`): the L2 penalty is
-chosen on a stratified held-out 20 % of train, then the probe is refit on all of train and
-scored on test. Optionally a few-shot probe (`--shots`) runs on the same features.
+The frozen encoder is, by default, the `embed` signature of `<model_dir>/saved_model` (written
+by `supcon_tf.pretrain`; no supcon_tf model code is needed to read it). With `--checkpoint` (a
+prefix such as `<model_dir>/checkpoints/ckpt-1000`, or `latest`) the model is rebuilt from the
+run's `config.json` + `run_facts.json` and the checkpoint is restored
+(`training.load_pretrained`); its Keras encoder is used instead (same features as the SavedModel
+of the final checkpoint). Only the checkpoint path runs under `--strategy`.
 
-Dataset, splits and image size default to the pretraining run's `config.json`. The results are
-merged into `<model_dir>/results.json` under "top1", "top5" and "linear_eval", and printed as a
-table. Every bad flag prints one line `error: ...` on stderr and exits with status 2, writing
-nothing.
+Two protocols (`--protocol`):
+
+* `lbfgs` (default): the L-BFGS logistic-regression sweep of Kornblith et al.
+  (`probes.lbfgs_logistic_sweep`) on the features of the train and test splits (eval crop:
+  resize + centre crop): the L2 penalty is chosen on a stratified held-out `--val_fraction` of
+  train, then the probe is refit on all of train and scored on test.
+* `sgd`: the paper's stage 2 (`supcon_tf.evaluation.classifier`): a linear layer on the frozen,
+  stop-gradient encoder output (batch norm in inference mode, no weight decay on the encoder),
+  trained with `--optimizer`, `--learning_rate` (per 256 examples, scaled by
+  `--batch_size / 256`), `--weight_decay`, `--momentum`, `--epsilon`, `--epochs`, `--schedule`
+  (+ `--warmup_epochs`, `--decay_rate`, `--decay_epochs`, `--boundary_epochs`), with training
+  augmentation `--augmentation`: `eval` (default; the features are then computed once and the
+  classifier is `probes.sgd_linear_probe`), `crop_flip` (the paper's random resized crop with
+  area in [`--crop_min_area`, 1] + flip; images are streamed through the frozen encoder), or a
+  pretraining policy. flags/linear_eval/*.flags hold the paper's configurations.
+
+Optionally a few-shot probe (`--shots`) runs on the eval-crop features. Dataset, splits and
+image size default to the pretraining run's `config.json`. The results are merged into
+`<model_dir>/results.json` under "top1", "top5" and "linear_eval" (the protocol and every
+hyperparameter), and printed as a table. Every bad flag prints one line `error: ...` on stderr
+and exits with status 2, writing nothing.
+
+The flags live in this module's own `FLAGS` (an `absl.flags.FlagValues`, not the global one), so
+this module and `supcon_tf.pretrain` can be imported in one process.
 """
 
 import json
@@ -27,26 +49,105 @@ from absl import logging  # noqa: E402
 
 from supcon_tf import cli  # noqa: E402
 
-FLAGS = flags.FLAGS
+FLAGS = flags.FlagValues()
+PROTOCOLS = ("lbfgs", "sgd")
+LATEST = "latest"
 
-flags.DEFINE_string("model_dir", None, "Pretraining run directory holding saved_model/.")
+# Where the encoder comes from.
+flags.DEFINE_string("model_dir", None, "Pretraining run directory (saved_model/, checkpoints/).",
+                    flag_values=FLAGS)
 flags.DEFINE_string("saved_model", None,
-                    "SavedModel to evaluate (default <model_dir>/saved_model).")
-flags.DEFINE_string("dataset", None, "Source (default: the pretraining run's).")
-flags.DEFINE_string("split", "train", "Split the probe is trained on.")
-flags.DEFINE_string("test_split", "test", "Split the probe is scored on.")
-flags.DEFINE_string("data_dir", None, "TFDS data directory (default: the pretraining run's).")
-flags.DEFINE_string("manual_dir", None, "Manually downloaded files (default: the run's).")
-flags.DEFINE_integer("image_size", None, "Image side (default: the SavedModel's input size).")
+                    "SavedModel to evaluate (default <model_dir>/saved_model).", flag_values=FLAGS)
+flags.DEFINE_string("checkpoint", None,
+                    "Evaluate a checkpoint instead of the SavedModel: a prefix such as "
+                    "<model_dir>/checkpoints/ckpt-1000, or 'latest'.", flag_values=FLAGS)
+flags.DEFINE_string("strategy", "default", "default | mirrored | multiworker | tpu (the sgd "
+                    "protocol from --checkpoint only).", flag_values=FLAGS)
+flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu.", flag_values=FLAGS)
+# Data.
+flags.DEFINE_string("dataset", None, "Source (default: the pretraining run's).",
+                    flag_values=FLAGS)
+flags.DEFINE_string("split", "train", "Split the classifier is trained on.", flag_values=FLAGS)
+flags.DEFINE_string("test_split", "test", "Split the classifier is scored on.",
+                    flag_values=FLAGS)
+flags.DEFINE_string("data_dir", None, "TFDS data directory (default: the pretraining run's).",
+                    flag_values=FLAGS)
+flags.DEFINE_string("manual_dir", None, "Manually downloaded files (default: the run's).",
+                    flag_values=FLAGS)
+flags.DEFINE_integer("image_size", None, "Image side (default: the encoder's input size).",
+                     flag_values=FLAGS)
 flags.DEFINE_float("center_crop_fraction", None,
                    "Eval centre crop fraction (default: the library's 0.875; images already "
-                   "image_size square are used as they are).")
-flags.DEFINE_integer("batch_size", 256, "Feature-extraction batch size.")
-flags.DEFINE_float("val_fraction", 0.2, "Share of each train class held out to choose lambda.")
+                   "image_size square are used as they are).", flag_values=FLAGS)
+flags.DEFINE_integer("batch_size", 256, "Training batch of the sgd protocol (global) and "
+                     "feature-extraction batch.", flag_values=FLAGS)
+flags.DEFINE_integer("seed", 0, "Seed of the held-out split, few-shot draws, classifier "
+                     "initialisation, shuffling and augmentation.", flag_values=FLAGS)
+# Protocol.
+flags.DEFINE_string("protocol", "lbfgs", "lbfgs (Kornblith et al. sweep) | sgd (the paper's "
+                    "stage 2).", flag_values=FLAGS)
+flags.DEFINE_float("val_fraction", 0.2, "lbfgs: share of each train class held out to choose "
+                   "lambda.", flag_values=FLAGS)
 flags.DEFINE_integer("shots", 0, "Also run a few-shot probe with this many images per class "
-                     "(0: no).")
-flags.DEFINE_integer("draws", 20, "Few-shot draws averaged.")
-flags.DEFINE_integer("seed", 0, "Seed of the held-out split and few-shot draws.")
+                     "(0: no).", flag_values=FLAGS)
+flags.DEFINE_integer("draws", 20, "Few-shot draws averaged.", flag_values=FLAGS)
+# The sgd protocol's classifier (supcon_tf.evaluation.classifier.ClassifierConfig).
+flags.DEFINE_string("optimizer", "momentum", "sgd: lars | momentum | nesterov | rmsprop | adam "
+                    "| adamw.", flag_values=FLAGS)
+flags.DEFINE_float("learning_rate", 0.1, "sgd: base learning rate per 256 examples.",
+                   flag_values=FLAGS)
+flags.DEFINE_float("momentum", 0.9, "sgd: optimizer momentum.", flag_values=FLAGS)
+flags.DEFINE_float("epsilon", None, "sgd: optimizer epsilon (default: RMSProp's stage-2 1e-3).",
+                   flag_values=FLAGS)
+flags.DEFINE_float("weight_decay", 0.0, "sgd: coupled L2 on the classifier kernel.",
+                   flag_values=FLAGS)
+flags.DEFINE_integer("epochs", 90, "sgd: training epochs.", flag_values=FLAGS)
+flags.DEFINE_string("schedule", "cosine", "sgd: constant | cosine | exponential | piecewise.",
+                    flag_values=FLAGS)
+flags.DEFINE_float("warmup_epochs", 0.0, "sgd: linear learning-rate warmup in epochs.",
+                   flag_values=FLAGS)
+flags.DEFINE_float("decay_rate", None, "sgd: exponential (default 0.97) or piecewise (default "
+                   "0.2) factor.", flag_values=FLAGS)
+flags.DEFINE_float("decay_epochs", 0.5, "sgd: epochs between exponential decays.",
+                   flag_values=FLAGS)
+flags.DEFINE_list("boundary_epochs", None, "sgd: piecewise decay epochs (default 60,75,90 "
+                  "percent of --epochs).", flag_values=FLAGS)
+flags.DEFINE_string("augmentation", "eval", "sgd: eval (no augmentation) | crop_flip (random "
+                    "resized crop + flip) | simaugment | autoaugment | randaugment | "
+                    "stacked_randaugment.", flag_values=FLAGS)
+flags.DEFINE_float("crop_min_area", 0.08, "sgd: smallest random-crop area fraction.",
+                   flag_values=FLAGS)
+flags.DEFINE_bool("flip", True, "sgd: random horizontal flips.", flag_values=FLAGS)
+flags.DEFINE_bool("normalize_features", False, "sgd: L2-normalise the encoder output before "
+                  "the classifier.", flag_values=FLAGS)
+flags.DEFINE_integer("verbose", 0, "Keras fit verbosity of the sgd protocol.", flag_values=FLAGS)
+
+
+def config_from_flags(flag_values):
+    """The validated `classifier.ClassifierConfig` of parsed flag values (a `FlagValues`).
+
+    Raises:
+        ValueError: a bad `--protocol` or classifier flag (one line naming it).
+    """
+    from supcon_tf.evaluation import classifier
+
+    if flag_values["protocol"].value not in PROTOCOLS:
+        raise ValueError(f"--protocol={flag_values['protocol'].value!r} is unknown; use one of "
+                         f"{', '.join(PROTOCOLS)}.")
+    boundaries = flag_values["boundary_epochs"].value
+    if boundaries is not None:
+        try:
+            boundaries = tuple(float(b) for b in boundaries)
+        except ValueError:
+            raise ValueError(f"--boundary_epochs must be a comma-separated list of epochs, got "
+                             f"{','.join(boundaries)!r}.") from None
+    names = ("optimizer", "learning_rate", "momentum", "epsilon", "weight_decay", "epochs",
+             "batch_size", "schedule", "warmup_epochs", "decay_rate", "decay_epochs",
+             "augmentation", "crop_min_area", "flip", "normalize_features", "seed")
+    config = classifier.ClassifierConfig(boundary_epochs=boundaries,
+                                         **{name: flag_values[name].value for name in names})
+    config.validate()
+    return config
 
 
 def load_embed(path):
@@ -59,7 +160,7 @@ def load_embed(path):
 
     if not os.path.isfile(os.path.join(path, "saved_model.pb")):
         raise ValueError(f"no SavedModel at {path}: run supcon_tf.pretrain first (it exports "
-                         "<model_dir>/saved_model) or pass --saved_model.")
+                         "<model_dir>/saved_model), pass --saved_model or --checkpoint.")
     try:
         loaded = tf.saved_model.load(path)
     except Exception as e:  # noqa: BLE001 - any load failure is one user-facing line.
@@ -81,27 +182,103 @@ def load_embed(path):
     return features, shape
 
 
+def load_checkpoint_encoder(model_dir, checkpoint=LATEST, strategy=None):
+    """The Keras encoder of a pretraining checkpoint (`training.load_pretrained`).
+
+    Args:
+        model_dir: a `supcon_tf.pretrain` run directory (config.json, run_facts.json).
+        checkpoint: a checkpoint prefix, or "latest" / None for the latest one.
+        strategy: optional `tf.distribute.Strategy` to build the model under.
+
+    Returns:
+        (encoder, embed, input_shape, checkpoint_path): the Keras encoder (images float32
+        [B, S, S, C] -> features [B, F]); `embed`, a traced function images -> float32 features
+        [B, F] in inference mode; (S, S, C); the prefix restored.
+
+    Raises:
+        ValueError: no run there, no such checkpoint, or it does not match the architecture.
+    """
+    import keras
+    import tensorflow as tf
+
+    from supcon_tf import training
+
+    prefix = None if checkpoint in (None, LATEST) else checkpoint
+    run = training.load_pretrained(model_dir, checkpoint=prefix, strategy=strategy)
+    path = prefix or tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    # The encoder keeps the run's dtype policy; what is built next (the classifier) is float32.
+    keras.mixed_precision.set_global_policy("float32")
+    encoder = run.model.encoder
+    input_shape = tuple(encoder.input_shape[1:])
+
+    @tf.function(input_signature=[tf.TensorSpec((None,) + input_shape, tf.float32)])
+    def embed(images):
+        return tf.cast(encoder(images, training=False), tf.float32)
+
+    return encoder, embed, input_shape, path
+
+
 def extract(embed, dataset, split, image_size, *, data_dir, manual_dir, crop_fraction,
             batch_size):
     """Features float32 [N, F] and labels int64 [N] of a split (eval augmentation)."""
     import numpy as np
-    import tensorflow as tf
 
-    from supcon_tf.data import augment
-    from supcon_tf.data import sources
+    from supcon_tf.evaluation import classifier
 
-    options = {} if crop_fraction is None else {"center_crop_fraction": crop_fraction}
-    resize = augment.build_augmenter("eval", image_size, **options)
-    data = sources.load_source(dataset, split, data_dir=data_dir, manual_dir=manual_dir)
-    data = data.map(lambda image, label: (resize(image), label),
-                    num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+    data = classifier.eval_dataset(dataset, image_size, batch_size, split=split,
+                                   data_dir=data_dir, manual_dir=manual_dir,
+                                   center_crop_fraction=crop_fraction)
     features, labels = [], []
     for images, batch_labels in data:
-        features.append(embed(images).numpy())
+        features.append(np.asarray(embed(images)))
         labels.append(batch_labels.numpy())
     if not features:
         raise ValueError(f"split {split!r} of {dataset!r} is empty.")
     return np.concatenate(features).astype(np.float32), np.concatenate(labels)
+
+
+def count_examples(dataset, split, *, data_dir, manual_dir):
+    """Number of examples of a split (its cardinality, or counted when unknown)."""
+    from supcon_tf.data import sources
+
+    data = sources.load_source(dataset, split, data_dir=data_dir, manual_dir=manual_dir)
+    count = int(data.cardinality())
+    if count < 0:
+        count = int(data.reduce(0, lambda n, _: n + 1))
+    if count == 0:
+        raise ValueError(f"split {split!r} of {dataset!r} is empty.")
+    return count
+
+
+def _check_flags():
+    """Range checks of the flags that `config_from_flags` does not cover."""
+    from supcon_tf import distribute
+
+    if not os.path.isdir(FLAGS.model_dir):
+        raise ValueError(f"--model_dir {FLAGS.model_dir} does not exist.")
+    for name in ("batch_size", "draws"):
+        if getattr(FLAGS, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(FLAGS, name)}.")
+    if FLAGS.shots < 0:
+        raise ValueError(f"--shots must be >= 0, got {FLAGS.shots}.")
+    if not 0 < FLAGS.val_fraction < 1:
+        raise ValueError(f"--val_fraction must be in (0, 1), got {FLAGS.val_fraction}.")
+    if FLAGS.image_size is not None and FLAGS.image_size < 1:
+        raise ValueError(f"--image_size must be >= 1, got {FLAGS.image_size}.")
+    if FLAGS.checkpoint and FLAGS.saved_model:
+        raise ValueError("pass --checkpoint or --saved_model, not both.")
+    if FLAGS.strategy not in distribute.STRATEGIES:
+        raise ValueError(f"--strategy={FLAGS.strategy!r} is unknown; use one of "
+                         f"{', '.join(distribute.STRATEGIES)}.")
+    if FLAGS.strategy != "default" and not (FLAGS.checkpoint and FLAGS.protocol == "sgd"):
+        raise ValueError(f"--strategy={FLAGS.strategy} distributes the sgd protocol from a "
+                         "checkpoint: add --protocol=sgd --checkpoint=latest (or a prefix).")
+
+
+def _describe(config):
+    """A short table label of the sgd classifier."""
+    return (f"SGD linear classifier ({config.optimizer}, {config.epochs} ep, "
+            f"{config.augmentation})")
 
 
 def main(argv):
@@ -110,23 +287,18 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     if not FLAGS.model_dir:
         cli.fail("--model_dir is required (the pretraining run to evaluate).")
+    from supcon_tf import distribute
     from supcon_tf import training
+    from supcon_tf.data import sources
+    from supcon_tf.evaluation import classifier
     from supcon_tf.evaluation import metrics
     from supcon_tf.evaluation import probes
 
     start = time.time()
+    protocol = FLAGS.protocol
     try:
-        if not os.path.isdir(FLAGS.model_dir):
-            raise ValueError(f"--model_dir {FLAGS.model_dir} does not exist.")
-        for name in ("batch_size", "draws"):
-            if getattr(FLAGS, name) < 1:
-                raise ValueError(f"--{name} must be >= 1, got {getattr(FLAGS, name)}.")
-        if FLAGS.shots < 0:
-            raise ValueError(f"--shots must be >= 0, got {FLAGS.shots}.")
-        if not 0 < FLAGS.val_fraction < 1:
-            raise ValueError(f"--val_fraction must be in (0, 1), got {FLAGS.val_fraction}.")
-        if FLAGS.image_size is not None and FLAGS.image_size < 1:
-            raise ValueError(f"--image_size must be >= 1, got {FLAGS.image_size}.")
+        config = config_from_flags(FLAGS)
+        _check_flags()
         config_path = os.path.join(FLAGS.model_dir, training.CONFIG_FILE)
         run_config = {}
         if os.path.exists(config_path):
@@ -137,32 +309,87 @@ def main(argv):
             raise ValueError(f"no --dataset given and {config_path} does not name one.")
         data_dir = FLAGS.data_dir or run_config.get("data_dir")
         manual_dir = FLAGS.manual_dir or run_config.get("manual_dir")
-        path = FLAGS.saved_model or os.path.join(FLAGS.model_dir, "saved_model")
-        embed, input_shape = load_embed(path)
+        strategy = distribute.make_strategy(FLAGS.strategy, tpu=FLAGS.tpu)
+        if FLAGS.checkpoint:
+            encoder, embed, input_shape, source = load_checkpoint_encoder(
+                FLAGS.model_dir, FLAGS.checkpoint, strategy)
+            kind = "checkpoint"
+        else:
+            source = FLAGS.saved_model or os.path.join(FLAGS.model_dir, "saved_model")
+            embed, input_shape = load_embed(source)
+            encoder, kind = embed, "saved_model"
         image_size = FLAGS.image_size or input_shape[0]
         if image_size is None:
             raise ValueError("the SavedModel takes any image size: pass --image_size.")
         if input_shape[0] is not None and image_size != input_shape[0]:
-            raise ValueError(f"--image_size {image_size} differs from the SavedModel's input "
+            raise ValueError(f"--image_size {image_size} differs from the encoder's input "
                              f"size {input_shape[0]}.")
+        input_shape = (image_size, image_size, input_shape[-1])
+        streamed = protocol == "sgd" and config.augmentation != "eval"
         common = dict(data_dir=data_dir, manual_dir=manual_dir,
                       crop_fraction=FLAGS.center_crop_fraction, batch_size=FLAGS.batch_size)
-        train_x, train_y = extract(embed, dataset, FLAGS.split, image_size, **common)
-        test_x, test_y = extract(embed, dataset, FLAGS.test_split, image_size, **common)
-        fit, held = probes.stratified_holdout(train_y, FLAGS.val_fraction, seed=FLAGS.seed)
+        if not streamed or FLAGS.shots:
+            train_x, train_y = extract(embed, dataset, FLAGS.split, image_size, **common)
+            test_x, test_y = extract(embed, dataset, FLAGS.test_split, image_size, **common)
+        if protocol == "lbfgs":
+            fit, held = probes.stratified_holdout(train_y, FLAGS.val_fraction, seed=FLAGS.seed)
+            num_classes = int(max(train_y.max(), test_y.max())) + 1
+        else:
+            num_classes = sources.num_classes(dataset, data_dir)
+        if streamed:
+            import keras
+
+            keras.utils.set_random_seed(config.seed)  # tf.data's seeds depend on the global one
+            num_train = count_examples(dataset, FLAGS.split, data_dir=data_dir,
+                                       manual_dir=manual_dir)
+            train_data = classifier.augmented_dataset(
+                dataset, image_size, config, split=FLAGS.split, data_dir=data_dir,
+                manual_dir=manual_dir)
+            test_data = classifier.eval_dataset(
+                dataset, image_size, FLAGS.batch_size, split=FLAGS.test_split,
+                data_dir=data_dir, manual_dir=manual_dir,
+                center_crop_fraction=FLAGS.center_crop_fraction)
+        else:
+            num_train = len(train_y)
+        if protocol == "sgd":
+            config.build_optimizer(config.build_schedule(num_train))  # Bad values: one line.
     except ValueError as e:  # Bad flags, missing data (DatasetUnavailableError), no model.
         cli.fail(e)
-    num_classes = int(max(train_y.max(), test_y.max())) + 1
-    sweep = probes.lbfgs_logistic_sweep(train_x[fit], train_y[fit], train_x[held],
-                                        train_y[held], test_x, test_y, num_classes=num_classes)
-    top1 = float(sweep.test_score)
-    top5 = float(metrics.top_k_accuracy(test_y, sweep.test_scores, k=min(5, num_classes)))
+
     report = {"dataset": dataset, "split": FLAGS.split, "test_split": FLAGS.test_split,
-              "image_size": int(image_size), "num_train": int(len(train_y)),
-              "num_test": int(len(test_y)), "feature_dim": int(train_x.shape[1]),
-              "protocol": "lbfgs_logistic_sweep", "val_fraction": FLAGS.val_fraction,
-              "best_lambda": sweep.best_lambda, "top1": top1, "top5": top5}
-    rows = [("L-BFGS logistic, all labels", top1, top5)]
+              "image_size": int(image_size), "num_train": int(num_train),
+              "encoder": kind, "encoder_path": source, "protocol": protocol}
+    if protocol == "lbfgs":
+        sweep = probes.lbfgs_logistic_sweep(train_x[fit], train_y[fit], train_x[held],
+                                            train_y[held], test_x, test_y,
+                                            num_classes=num_classes)
+        top1 = float(sweep.test_score)
+        top5 = float(metrics.top_k_accuracy(test_y, sweep.test_scores, k=min(5, num_classes)))
+        report.update({"val_fraction": FLAGS.val_fraction, "best_lambda": sweep.best_lambda})
+        rows = [("L-BFGS logistic, all labels", top1, top5)]
+        detail = f"lambda {sweep.best_lambda:.3g}"
+    else:
+        if streamed:
+            result = classifier.train_linear_classifier(
+                encoder, train_data, test_data, config, num_classes=num_classes,
+                num_train_examples=num_train, input_shape=input_shape, strategy=strategy,
+                verbose=FLAGS.verbose)
+        else:
+            result = classifier.train_on_features(train_x, train_y, test_x, test_y, config,
+                                                  num_classes=num_classes,
+                                                  verbose=FLAGS.verbose)
+        top1, top5 = float(result.top1), float(result.top5)
+        steps_per_epoch = config.steps_per_epoch(num_train)
+        report.update({"classifier": config.to_dict(), "num_classes": int(num_classes),
+                       "scaled_learning_rate": config.scaled_learning_rate,
+                       "steps_per_epoch": steps_per_epoch,
+                       "total_steps": steps_per_epoch * config.epochs,
+                       "strategy": FLAGS.strategy})
+        rows = [(_describe(config), top1, top5)]
+        detail = f"lr {config.scaled_learning_rate:g} at batch {config.batch_size}"
+    if not streamed or FLAGS.shots:
+        report.update({"num_test": int(len(test_y)), "feature_dim": int(train_x.shape[1])})
+    report.update({"top1": top1, "top5": top5})
     if FLAGS.shots:
         few = probes.few_shot_probe(train_x, train_y, test_x, test_y, shots=FLAGS.shots,
                                     draws=FLAGS.draws, seed=FLAGS.seed)
@@ -179,9 +406,8 @@ def main(argv):
     results.update({"top1": top1, "top5": top5, "linear_eval": report})
     training.write_json(results_path, results)
 
-    print(f"linear evaluation of {path} on {dataset} ({len(train_y)} train / {len(test_y)} "
-          f"{FLAGS.test_split} images, {train_x.shape[1]}-d features, lambda "
-          f"{sweep.best_lambda:.3g}):")
+    print(f"linear evaluation ({protocol}) of {source} on {dataset} ({num_train} "
+          f"{FLAGS.split} images, {detail}):")
     print("| probe | top-1 | top-5 |")
     print("|---|---:|---:|")
     for name, first, fifth in rows:
@@ -189,5 +415,19 @@ def main(argv):
     print(f"wrote {results_path}")
 
 
+def parse_flags(argv):
+    """Parses `argv` into this module's `FLAGS` (one `error:` line on a bad flag) and absl's
+    own flags (logging, debugging) at their defaults, which `app.run` reads. `--help` prints
+    this binary's flags."""
+    if any(arg in ("--help", "-h", "--helpfull", "-?") for arg in argv[1:]):
+        print(__doc__)
+        print(FLAGS.module_help(FLAGS.find_module_defining_flag("model_dir")))
+        raise SystemExit(0)
+    remaining = cli.parse_flags(FLAGS, argv)
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS(argv[:1])
+    return remaining
+
+
 if __name__ == "__main__":
-    app.run(main, flags_parser=lambda argv: cli.parse_flags(FLAGS, argv))
+    app.run(main, flags_parser=parse_flags)

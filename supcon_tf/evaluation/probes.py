@@ -598,7 +598,8 @@ class LinearProbeResult:
 
 def sgd_linear_probe(train_x, train_y, test_x, test_y, *, num_classes=None, epochs=30,
                      batch_size=256, learning_rate=0.1, optimizer="momentum", schedule="cosine",
-                     weight_decay=0.0, momentum=0.9, seed=0, verbose=0):
+                     weight_decay=0.0, momentum=0.9, seed=0, verbose=0, schedule_options=None,
+                     optimizer_options=None):
     """Trains a linear (Dense) classifier on frozen features with a stage-2 optimizer.
 
     The paper's stage 2 (reference/paper.md) trains a linear layer on stop-gradient encoder
@@ -606,8 +607,10 @@ def sgd_linear_probe(train_x, train_y, test_x, test_y, *, num_classes=None, epoc
     batch/256, weight_decay=1e-6`; CIFAR-10: `optimizer="momentum", schedule="piecewise",
     learning_rate=2.5 * batch/256, weight_decay=0`. Optimizers come from
     `optimizers.build_optimizer(optimizer, ..., stage=2)` (coupled L2 weight decay on the kernel,
-    RMSProp epsilon 1e-3) and schedules from `schedules.build_schedule`. Here the features are
-    precomputed, so there is no augmentation (the paper's stage 2 augments images).
+    RMSProp epsilon 1e-3) and schedules from `schedules.build_schedule`, with
+    `steps_per_epoch = ceil(num_train / batch_size)` (the last batch of an epoch may be partial).
+    Here the features are precomputed, so there is no augmentation (the paper's stage 2 augments
+    images: `supcon_tf.evaluation.classifier` streams augmented images through the encoder).
 
     Args:
         train_x: float [num_train, dim] frozen features.
@@ -624,6 +627,11 @@ def sgd_linear_probe(train_x, train_y, test_x, test_y, *, num_classes=None, epoc
         momentum: Python float in [0, 1).
         seed: Python int, seeds Keras (initialisation and shuffling).
         verbose: Keras `fit` verbosity.
+        schedule_options: optional dict of further `schedules.build_schedule` keywords
+            (`warmup_epochs`, `decay_rate`, `decay_epochs`, `boundary_epochs`, `alpha`), e.g.
+            `{"boundary_epochs": [60, 75, 90]}`.
+        optimizer_options: optional dict of further `optimizers.build_optimizer` keywords,
+            e.g. `{"epsilon": 1e-3}`.
 
     Returns:
         A `LinearProbeResult`.
@@ -648,12 +656,13 @@ def sgd_linear_probe(train_x, train_y, test_x, test_y, *, num_classes=None, epoc
     num_classes = int(max(train_y.max(), test_y.max())) + 1 if num_classes is None else num_classes
     steps_per_epoch = -(-train_x.shape[0] // batch_size)
     rate = schedules_lib.build_schedule(schedule, learning_rate, steps_per_epoch=steps_per_epoch,
-                                        epochs=epochs)
+                                        epochs=epochs, **(schedule_options or {}))
     keras.utils.set_random_seed(seed)
     model = keras.Sequential([keras.Input((train_x.shape[1],)),
                               keras.layers.Dense(num_classes, name="linear_probe")])
     model.compile(optimizer=optimizers_lib.build_optimizer(
-                      optimizer, rate, weight_decay, momentum=momentum, stage=2),
+                      optimizer, rate, weight_decay, momentum=momentum, stage=2,
+                      **(optimizer_options or {})),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(train_x, train_y, epochs=epochs, batch_size=batch_size, shuffle=True,
               verbose=verbose)
