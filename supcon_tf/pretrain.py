@@ -51,6 +51,8 @@ flags.DEFINE_string("stem", "cifar", "ResNet stem: imagenet (7x7/2 + max-pool) |
 flags.DEFINE_bool("sync_batch_norm", False, "Synchronized batch norm across replicas.")
 flags.DEFINE_list("projection_units", ["2048", "128"], "Projection head layer sizes.")
 flags.DEFINE_bool("projection_batch_norm", False, "Batch norm in the projection head (SimCLR).")
+flags.DEFINE_bool("normalize_encoder_output", False, "L2-normalise the encoder output before the "
+                  "projection head (official SupCon ImageNet setting).")
 flags.DEFINE_float("temperature", 0.1, "Temperature of the contrastive loss.")
 flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of the cross-entropy losses.")
 flags.DEFINE_integer("num_views", 2, "Augmented views per image.")
@@ -62,6 +64,9 @@ flags.DEFINE_float("blur_probability", 0.0, "Gaussian-blur probability (ImageNet
 flags.DEFINE_bool("flip", True, "Random horizontal flips.")
 flags.DEFINE_float("momentum", 0.9, "Optimizer momentum.")
 flags.DEFINE_float("weight_decay", 1e-4, "Weight decay (coupled L2, except adamw).")
+flags.DEFINE_list("weight_decay_exclusions", [], "Regexes searched in variable paths that get "
+                  "no weight decay (nor LARS adaptation); empty: every rank<=1 variable (biases "
+                  "and batch norm, SimCLR's rule). SupCon's rule: gamma$,beta$.")
 flags.DEFINE_float("warmup_epochs", 0.0, "Linear learning-rate warmup in epochs.")
 flags.DEFINE_string("schedule", "cosine", "constant | cosine | exponential | piecewise.")
 flags.DEFINE_integer("memory_size", 0, "Memory queue size K (0: no memory).")
@@ -89,6 +94,7 @@ def config_from_flags(flag_values):
     except ValueError:
         raise ValueError(f"--projection_units must be a comma-separated list of ints, got "
                          f"{','.join(values['projection_units'])!r}.") from None
+    values["weight_decay_exclusions"] = tuple(values["weight_decay_exclusions"])
     return training.PretrainConfig(**values)
 
 

@@ -28,6 +28,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import time
 import warnings
@@ -57,6 +58,9 @@ class PretrainConfig:
     Learning rates are per 256 examples (`learning_rate` is scaled to `batch_size` with
     `schedules.scale_learning_rate`). `train_steps`, when set, is the number of optimizer steps
     and overrides `epochs`; otherwise steps = round(epochs * steps_per_epoch).
+    `weight_decay_exclusions` are regexes searched in `variable.path` that are excluded from
+    weight decay (and LARS's layer adaptation); empty = every variable of rank <= 1 (biases and
+    batch norm: SimCLR's rule; SupCon's is batch norm only, `("gamma$", "beta$")`).
 
     Monitoring (does not change what is trained): `monitor_examples` held-out images of
     `eval_split` (default the source's "test", else "validation" split) and as many training
@@ -77,6 +81,7 @@ class PretrainConfig:
     learning_rate: float = 0.5
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    weight_decay_exclusions: tuple = ()
     schedule: str = "cosine"
     warmup_epochs: float = 0.0
     strategy: str = "default"
@@ -88,6 +93,7 @@ class PretrainConfig:
     sync_batch_norm: bool = False
     projection_units: tuple = (2048, 128)
     projection_batch_norm: bool = False
+    normalize_encoder_output: bool = False
     temperature: float = 0.1
     label_smoothing: float = 0.0
     num_views: int = 2
@@ -110,6 +116,7 @@ class PretrainConfig:
         """JSON-friendly dict of every field."""
         values = dataclasses.asdict(self)
         values["projection_units"] = [int(u) for u in self.projection_units]
+        values["weight_decay_exclusions"] = [str(e) for e in self.weight_decay_exclusions]
         return values
 
     def identity(self):
@@ -169,6 +176,12 @@ class PretrainConfig:
                              f"{list(self.projection_units)!r}; e.g. 2048,128.")
         if self.memory_size < 0:
             raise ValueError(f"--memory_size must be >= 0, got {self.memory_size!r}.")
+        for pattern in self.weight_decay_exclusions:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"--weight_decay_exclusions: {pattern!r} is not a regular "
+                                 f"expression ({e}); e.g. gamma$,beta$.") from None
         if self.strategy == "tpu" and not self.tpu:
             raise ValueError("--strategy=tpu needs --tpu=<name or grpc://address> "
                              "(--tpu=local on a TPU VM).")
@@ -316,12 +329,14 @@ def build_run(config, strategy=None, *, channels=None):
         model = supcon_model.SupConModel(
             encoder, loss=config.loss, num_views=config.num_views,
             projection_units=[int(u) for u in config.projection_units],
-            projection_batch_norm=config.projection_batch_norm, num_classes=num_classes,
+            projection_batch_norm=config.projection_batch_norm,
+            normalize_encoder_output=config.normalize_encoder_output, num_classes=num_classes,
             temperature=config.temperature, label_smoothing=config.label_smoothing,
             probe=config.probe, sync_batch_norm=config.sync_batch_norm,
             memory_size=config.memory_size, memory_momentum=config.memory_momentum)
         optimizer = optimizers.build_optimizer(
-            config.optimizer, schedule, config.weight_decay, momentum=config.momentum, stage=1)
+            config.optimizer, schedule, config.weight_decay, momentum=config.momentum, stage=1,
+            exclude_from_weight_decay=list(config.weight_decay_exclusions) or None)
         model.compile(optimizer=optimizer)
         model.optimizer.build(model.trainable_variables)
     return Run(config=config, channels=int(channels), strategy=strategy, model=model,
@@ -461,7 +476,9 @@ def load_pretrained(model_dir, *, checkpoint=None, strategy=None):
                              "directory that has started training.")
     try:
         stored, facts = _read_json(config_path), _read_json(facts_path)
-        stored["projection_units"] = tuple(stored["projection_units"])
+        for key in ("projection_units", "weight_decay_exclusions"):
+            if key in stored:
+                stored[key] = tuple(stored[key])
         config = PretrainConfig(**stored)
         config = dataclasses.replace(config, num_train_examples=facts["num_train_examples"],
                                      num_classes=facts["num_classes"], strategy="default",
@@ -488,7 +505,7 @@ def _restore(checkpoint, path, fix):
     import tensorflow as tf
 
     try:
-        checkpoint.restore(path).assert_existing_objects_matched()
+        checkpoint.restore(path).assert_existing_objects_matched().expect_partial()
     except (tf.errors.OpError, AssertionError, ValueError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ValueError(f"cannot restore checkpoint {path} ({first[:200]}): {fix}.") from None

@@ -437,6 +437,7 @@ def test_epoch_seeds_are_deterministic_and_distinct():
 def test_flagfile_parses_and_builds_its_objects(flagfile):
     import keras
 
+    from supcon_tf import optimizers
     from supcon_tf import pretrain
     from supcon_tf import training
 
@@ -459,6 +460,15 @@ def test_flagfile_parses_and_builds_its_objects(flagfile):
             config.learning_rate * config.batch_size / 256)
         assert float(run.schedule(run.total_steps // 2)) > 0
         assert int(run.optimizer.iterations.numpy()) == 0
+        # Decay exclusions (reference/paper.md): batch norm always; biases too except in the
+        # SupCon paper configurations.
+        variables = run.model.trainable_variables
+        excluded = {v.path for v in variables
+                    if optimizers.is_excluded(v, run.optimizer.decay_exclusions)}
+        norms = {v.path for v in variables if v.path.endswith(("/gamma", "/beta"))}
+        biases = {v.path for v in variables if v.path.endswith("/bias")}
+        assert norms and biases and norms <= excluded
+        assert (not biases & excluded) if flagfile.startswith("supcon_") else biases <= excluded
         assert not os.path.exists("/nonexistent/never_written")
     finally:
         flag_values.unparse_flags()
