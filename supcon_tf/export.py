@@ -68,3 +68,38 @@ def export_saved_model(model, path):
         setattr(module, name, fn)
     tf.saved_model.save(module, path, signatures=signatures)
     return sorted(signatures)
+
+
+def load_embed(path):
+    """The `embed` signature of a supcon_tf SavedModel.
+
+    Args:
+        path: a SavedModel directory (`<model_dir>/saved_model`).
+
+    Returns:
+        (embed callable float32 [B, S, S, C] -> float32 [B, F], input shape (S, S, C) with
+        None for a free dimension).
+
+    Raises:
+        ValueError: no SavedModel at `path`, or it has no usable `embed` signature.
+    """
+    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        raise ValueError(f"no SavedModel at {path}: run supcon_tf.pretrain first (it exports "
+                         "<model_dir>/saved_model), or evaluate a checkpoint with --checkpoint.")
+    try:
+        loaded = tf.saved_model.load(path)
+    except Exception as error:  # noqa: BLE001 - any load failure is one user-facing line.
+        first = (str(error).strip().splitlines() or [""])[0]
+        raise ValueError(f"cannot load the SavedModel at {path}: {type(error).__name__}: "
+                         f"{first[:200]}") from None
+    signature = loaded.signatures.get("embed")
+    spec = None if signature is None else signature.structured_input_signature[1].get("images")
+    if spec is None or spec.shape.rank != 4:
+        raise ValueError(f"the SavedModel at {path} has no 'embed' signature taking images "
+                         f"[B, H, W, C]; signatures: {sorted(loaded.signatures)}.")
+
+    def embed(images):
+        return signature(images=images)["embeddings"]
+
+    embed.loaded = loaded  # keeps the SavedModel's variables alive
+    return embed, tuple(spec.shape[1:])

@@ -150,38 +150,6 @@ def config_from_flags(flag_values):
     return config
 
 
-def load_embed(path):
-    """(embed function images -> [B, F] features, (S, S, C) input shape) of a SavedModel.
-
-    Raises:
-        ValueError: no SavedModel at `path`, or it has no usable `embed` signature.
-    """
-    import tensorflow as tf
-
-    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
-        raise ValueError(f"no SavedModel at {path}: run supcon_tf.pretrain first (it exports "
-                         "<model_dir>/saved_model), pass --saved_model or --checkpoint.")
-    try:
-        loaded = tf.saved_model.load(path)
-    except Exception as e:  # noqa: BLE001 - any load failure is one user-facing line.
-        raise ValueError(f"cannot load the SavedModel at {path}: {type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''}") from None
-    embed = loaded.signatures.get("embed")
-    if embed is None:
-        raise ValueError(f"the SavedModel at {path} has no 'embed' signature; signatures: "
-                         f"{sorted(loaded.signatures)}.")
-    spec = embed.structured_input_signature[1].get("images")
-    if spec is None or spec.shape.rank != 4:
-        raise ValueError(f"the 'embed' signature of {path} does not take images [B, H, W, C].")
-    shape = tuple(spec.shape[1:])
-
-    def features(images):
-        return embed(images=images)["embeddings"]
-
-    features.loaded = loaded  # Keeps the SavedModel's variables alive.
-    return features, shape
-
-
 def load_checkpoint_encoder(model_dir, checkpoint=LATEST, strategy=None):
     """The Keras encoder of a pretraining checkpoint (`training.load_pretrained`).
 
@@ -221,30 +189,24 @@ def load_checkpoint_encoder(model_dir, checkpoint=LATEST, strategy=None):
 def extract(embed, dataset, split, image_size, *, data_dir, manual_dir, crop_fraction,
             batch_size):
     """Features float32 [N, F] and labels int64 [N] of a split (eval augmentation)."""
-    import numpy as np
-
     from supcon_tf.evaluation import classifier
+    from supcon_tf.evaluation import finetune
 
     data = classifier.eval_dataset(dataset, image_size, batch_size, split=split,
                                    data_dir=data_dir, manual_dir=manual_dir,
                                    center_crop_fraction=crop_fraction)
-    features, labels = [], []
-    for images, batch_labels in data:
-        features.append(np.asarray(embed(images)))
-        labels.append(batch_labels.numpy())
-    if not features:
-        raise ValueError(f"split {split!r} of {dataset!r} is empty.")
-    return np.concatenate(features).astype(np.float32), np.concatenate(labels)
+    try:
+        return finetune.predict(embed, data)
+    except ValueError:
+        raise ValueError(f"split {split!r} of {dataset!r} is empty.") from None
 
 
 def count_examples(dataset, split, *, data_dir, manual_dir):
     """Number of examples of a split (its cardinality, or counted when unknown)."""
     from supcon_tf.data import sources
 
-    data = sources.load_source(dataset, split, data_dir=data_dir, manual_dir=manual_dir)
-    count = int(data.cardinality())
-    if count < 0:
-        count = int(data.reduce(0, lambda n, _: n + 1))
+    count = sources.count_examples(sources.load_source(dataset, split, data_dir=data_dir,
+                                                       manual_dir=manual_dir))
     if count == 0:
         raise ValueError(f"split {split!r} of {dataset!r} is empty.")
     return count
@@ -288,6 +250,7 @@ def main(argv):
     if not FLAGS.model_dir:
         cli.fail("--model_dir is required (the pretraining run to evaluate).")
     from supcon_tf import distribute
+    from supcon_tf import export
     from supcon_tf import training
     from supcon_tf.data import sources
     from supcon_tf.evaluation import classifier
@@ -316,7 +279,7 @@ def main(argv):
             kind = "checkpoint"
         else:
             source = FLAGS.saved_model or os.path.join(FLAGS.model_dir, "saved_model")
-            embed, input_shape = load_embed(source)
+            embed, input_shape = export.load_embed(source)
             encoder, kind = embed, "saved_model"
         image_size = FLAGS.image_size or input_shape[0]
         if image_size is None:

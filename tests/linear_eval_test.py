@@ -161,6 +161,7 @@ def test_sgd_protocol_equals_sgd_linear_probe_on_the_features(pretrained, saved_
 def test_sgd_with_augmentation_streams_images_and_beats_chance(pretrained):
     import keras
 
+    from supcon_tf import export
     from supcon_tf import linear_eval
     from supcon_tf.evaluation import classifier
 
@@ -180,7 +181,7 @@ def test_sgd_with_augmentation_streams_images_and_beats_chance(pretrained):
     config = classifier.ClassifierConfig(
         augmentation="crop_flip", crop_min_area=0.5, flip=False, epochs=4, batch_size=64,
         learning_rate=2.0, weight_decay=1e-3)
-    embed, input_shape = linear_eval.load_embed(os.path.join(pretrained, "saved_model"))
+    embed, input_shape = export.load_embed(os.path.join(pretrained, "saved_model"))
     keras.utils.set_random_seed(config.seed)
     train_data = classifier.augmented_dataset("digits", 16, config, split="train")
     test_data = classifier.eval_dataset("digits", 16, 64, split="test")

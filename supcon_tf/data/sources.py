@@ -101,6 +101,14 @@ def num_classes(name, data_dir=None):
     return int(builder.info.features[label_key].num_classes)
 
 
+def count_examples(dataset):
+    """Python int, the number of elements (the cardinality when known, else by counting)."""
+    size = int(dataset.cardinality())
+    if size >= 0:
+        return size
+    return int(dataset.reduce(np.int64(0), lambda count, *example: count + 1))
+
+
 def from_arrays(images, labels):
     """Wraps numpy arrays as a source.
 
