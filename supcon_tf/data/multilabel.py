@@ -3,15 +3,13 @@
 TFDS `voc/2007` has no supervised keys, so `sources.load_source` cannot read it. Here each
 example becomes `(image uint8 [H, W, 3], targets int64 [20])` with the 1 / 0 / `IGNORE` encoding
 of `supcon_tf.evaluation.metrics`: 1 when the class has a non-difficult object in the image,
-`IGNORE` (-1) when all its objects are marked difficult, 0 when absent. The matrix comes from
-`metrics.voc_targets` applied to the TFDS features `labels` (every class present) and
+`IGNORE` (-1) when all its objects are marked difficult, 0 when absent: `metrics.voc_targets`'s
+encoding, computed in TensorFlow ops from the TFDS features `labels` (every class present) and
 `labels_no_difficult`.
 
 Nothing is downloaded: a dataset that is not prepared under `data_dir` raises
 `sources.DatasetUnavailableError` (one line: how to prepare it and the flag to pass).
 """
-
-import os
 
 import tensorflow as tf
 
@@ -39,20 +37,18 @@ def _check_name(name):
 
 
 def _example_targets(labels, labels_no_difficult):
-    """int64 [20] targets of one image from its two int64 [num_objects] label lists."""
-    def build(present, clear):
-        return metrics.voc_targets([present], [clear], VOC_NUM_CLASSES)[0]
+    """int64 [20] targets of one image from its two int64 [num_objects] label lists.
 
-    targets = tf.numpy_function(build, [labels, labels_no_difficult], tf.int64, stateful=False)
-    return tf.ensure_shape(targets, [VOC_NUM_CLASSES])
+    The same encoding as `metrics.voc_targets`, in TensorFlow ops: 1 where a non-difficult
+    object of the class is present, `IGNORE` where only difficult ones are, else 0.
+    """
+    def present(ids):
+        return tf.reduce_any(tf.one_hot(ids, VOC_NUM_CLASSES, on_value=True, off_value=False,
+                                        dtype=tf.bool), axis=0)
 
-
-def _data_root(builder):
-    """The `--data_dir` root of a builder (its data_dir is <root>/<name>/<config>/<version>)."""
-    path = builder.data_dir
-    for _ in builder.info.full_name.split("/"):
-        path = os.path.dirname(path)
-    return path
+    return tf.where(present(labels_no_difficult), tf.constant(1, tf.int64),
+                    tf.where(present(labels), tf.constant(metrics.IGNORE, tf.int64),
+                             tf.constant(0, tf.int64)))
 
 
 def load_multilabel_source(name, split, data_dir=None, *, download=False):
@@ -73,23 +69,8 @@ def load_multilabel_source(name, split, data_dir=None, *, download=False):
         ValueError: an unknown name or split.
         sources.DatasetUnavailableError: the dataset is not prepared under `data_dir`.
     """
-    import tensorflow_datasets as tfds
-
     _check_name(name)
-    builder = tfds.builder(name, data_dir=data_dir)
-    if download:
-        builder.download_and_prepare()
-    elif not builder.is_prepared():
-        root = data_dir or _data_root(builder)
-        raise sources.DatasetUnavailableError(
-            f"Dataset {name!r} is not prepared under {root}: run `tfds build {name} "
-            f"--data_dir=DIR` on a machine with network, copy DIR here and pass --data_dir=DIR.")
-    try:
-        dataset = builder.as_dataset(split=split)
-    except ValueError as error:
-        raise ValueError(f"Unknown split {split!r} for TFDS dataset {name!r} "
-                         f"({str(error).splitlines()[0]}); use 'train', 'validation' or "
-                         "'test'.") from None
+    _, dataset = sources.tfds_examples(name, split, data_dir, download=download)
 
     def to_pair(example):
         targets = _example_targets(example["labels"], example["labels_no_difficult"])

@@ -316,11 +316,25 @@ def _default_data_dir(builder):
     return path
 
 
-def _load_tfds(name, split, data_dir, manual_dir, download):
+def tfds_examples(name, split, data_dir=None, manual_dir=None, *, download=False):
+    """The raw TFDS examples (feature dicts) of a prepared dataset's split.
+
+    The one place that finds a TFDS builder, prepares it from manual files when they are there
+    (or downloads when `download`), and otherwise fails with a one-line
+    `DatasetUnavailableError`; `load_source` and `multilabel.load_multilabel_source` use it.
+
+    Args:
+        name, split, data_dir, manual_dir, download: as for `load_source`.
+
+    Returns:
+        (the `tfds` builder, a `tf.data.Dataset` of its feature dicts).
+
+    Raises:
+        ValueError: unknown dataset or split. DatasetUnavailableError: not prepared here.
+    """
     import tensorflow_datasets as tfds
 
     builder = _tfds_builder(name, data_dir)
-    image_key, label_key = _supervised_keys(builder)
     if not builder.is_prepared():
         root = data_dir or _default_data_dir(builder)
         needs_manual = builder.MANUAL_DOWNLOAD_INSTRUCTIONS is not None
@@ -352,6 +366,12 @@ def _load_tfds(name, split, data_dir, manual_dir, download):
         raise ValueError(f"Unknown split {split!r} for TFDS dataset {name!r} "
                          f"({str(error).splitlines()[0]}); use a TFDS split string such as "
                          "'train', 'test' or 'train[:90%]'.") from None
+    return builder, dataset
+
+
+def _load_tfds(name, split, data_dir, manual_dir, download):
+    builder, dataset = tfds_examples(name, split, data_dir, manual_dir, download=download)
+    image_key, label_key = _supervised_keys(builder)
 
     def to_pair(example):
         image = example[image_key]
