@@ -3,6 +3,7 @@
 import sys
 
 from absl import flags
+from absl import logging
 
 
 def fail(message):
@@ -18,3 +19,15 @@ def parse_flags(flag_values, argv):
         return flag_values(argv)
     except flags.Error as error:
         fail(error)
+
+
+def start(argv, model_dir, what):
+    """The binaries' common first checks: no positional arguments and a `--model_dir`.
+
+    Also quiets absl's INFO logging. `what` says what the directory is for (shown when missing).
+    """
+    if len(argv) > 1:
+        fail(f"unexpected arguments {argv[1:]}: pass options as --flags.")
+    logging.set_verbosity(logging.WARNING)
+    if not model_dir:
+        fail(f"--model_dir is required ({what}).")

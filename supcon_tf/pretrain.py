@@ -20,7 +20,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
 
 from supcon_tf import cli  # noqa: E402
 
@@ -99,13 +98,9 @@ def config_from_flags(flag_values):
 
 
 def main(argv):
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {argv[1:]}: pass options as --flags.")
-    if not FLAGS.model_dir:
-        cli.fail("--model_dir is required.")
+    cli.start(argv, FLAGS.model_dir, "the run directory")
     from supcon_tf import training
 
-    logging.set_verbosity(logging.WARNING)
     try:
         config = config_from_flags(FLAGS)
         action = training.check_model_dir(FLAGS.model_dir, config, FLAGS.overwrite)

@@ -37,7 +37,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
 
 from supcon_tf import cli  # noqa: E402
 from supcon_tf.evaluation import transfer as registry  # noqa: E402
@@ -213,11 +212,7 @@ def _describe(report):
 
 
 def main(argv):
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {argv[1:]}: pass options as --flags.")
-    logging.set_verbosity(logging.WARNING)
-    if not FLAGS.model_dir:
-        cli.fail("--model_dir is required (the pretraining run to evaluate).")
+    cli.start(argv, FLAGS.model_dir, "the pretraining run to evaluate")
     from supcon_tf import training
     from supcon_tf.evaluation import finetune
 
