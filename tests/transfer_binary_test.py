@@ -3,9 +3,11 @@
 Tiny benchmark data stands in for the real datasets: image folders of digits for the manual
 downloads (FGVC Aircraft: mean per-class, official val split; Stanford Cars: top-1, validation
 held out of train) under a temporary `--manual_dir`, and `tfds.testing.mock_data` for VOC2007
-(multi-label, 11-point mAP) in in-process calls of the library the binary runs. Every expected
-value is recomputed here: images decoded with PIL, resized with TensorFlow, embedded with the
-SavedModel's `embed` signature, the lambda sweep, and the metrics written out in numpy.
+(multi-label, 11-point mAP) in in-process calls of the library the binary runs (linear probe
+and fine-tuning). Every expected value is recomputed here: images decoded with PIL, resized
+with TensorFlow, embedded with the SavedModel's `embed` signature (or passed through each
+fine-tuned classifier), the lambda sweep, and the metrics written out in numpy. The unit tests
+of the data modules it reads live in tests/data/benchmarks_test.py and multilabel_test.py.
 """
 
 import json
@@ -74,12 +76,15 @@ def manual_dir(tmp_path_factory):
 # the direct computation
 
 
-def _resize_centre_crop(image, size):
-    """Short side to `size` (bicubic, antialiased), then the central size x size square."""
+def _resize_centre_crop(image, size, fraction=1.0):
+    """Short side to `size / fraction` (bicubic, antialiased), then the central square of `size`.
+
+    `fraction` 1.0 is the linear probe's transform; 224 / 256 the fine-tuning evaluation's.
+    """
     import tensorflow as tf
 
     height, width = image.shape[:2]
-    scale = size / min(height, width)
+    scale = size / fraction / min(height, width)
     new_h, new_w = max(round(height * scale), size), max(round(width * scale), size)
     resized = tf.image.resize(image.astype(np.float32) / 255.0, [new_h, new_w],
                               method="bicubic", antialias=True).numpy()
@@ -218,6 +223,82 @@ def test_voc2007_linear_is_multilabel_map(pretrained):
     assert report["best_lambda"] == pytest.approx(sweep.best_lambda)
     assert report["test_score"] == pytest.approx(
         _map_11point(direct["test"][1], sweep.test_scores), abs=1e-9)
+
+
+def _voc_mock_split(builder, split):
+    """(raw images, targets int64 [N, 20] from `metrics.voc_targets`) of a mock VOC split."""
+    import tensorflow_datasets as tfds
+
+    from supcon_tf.evaluation import metrics
+
+    examples = list(tfds.as_numpy(builder.as_dataset(split=split)))
+    targets = metrics.voc_targets([e["labels"] for e in examples],
+                                  [e["labels_no_difficult"] for e in examples], 20)
+    return [e["image"] for e in examples], targets
+
+
+@pytest.mark.slow
+def test_voc2007_finetune_scores_map_of_the_finetuned_model(pretrained, monkeypatch):
+    """VOC2007 fine-tuning through TFDS mock data: every grid point and the final run rescored.
+
+    Each `finetune.finetune` run (the grid's two, then the retrain on train+validation) is
+    recorded with its trained weights; its classifier is then applied here to the raw images
+    (short side to 16 * 256 / 224, bicubic, centre 16 crop) and scored with the 11-point mAP
+    written out in numpy against `voc_targets` of the raw examples.
+    """
+    import tensorflow_datasets as tfds
+
+    from supcon_tf import training
+    from supcon_tf.data import benchmarks
+    from supcon_tf.evaluation import finetune
+    from supcon_tf.evaluation import transfer
+    from supcon_tf.evaluation import transfer_protocol
+
+    runs = []  # (keyword arguments, model, trained weights) of every fine-tuning run
+    finetune_one = finetune.finetune
+
+    def recording_finetune(encoder, train_data, **kwargs):
+        result = finetune_one(encoder, train_data, **kwargs)
+        runs.append((kwargs, result.model, result.model.get_weights()))
+        return result
+
+    monkeypatch.setattr(finetune, "finetune", recording_finetune)
+    encoder = training.load_pretrained(pretrained).model.encoder
+    grid = finetune.make_grid([0.001, 0.1], [1e-4])
+    with tfds.testing.mock_data(num_examples=24):
+        data = benchmarks.open_benchmark(transfer.get_benchmark("voc2007"), download=True)
+        report = transfer_protocol.finetune_benchmark(encoder, data, grid=grid, steps=2,
+                                                      batch_size=8, seed=0)
+        builder = tfds.builder("voc/2007")
+        val_images, val_targets = _voc_mock_split(builder, "validation")
+        test_images, test_targets = _voc_mock_split(builder, "test")
+
+    def direct_map(run, images, targets):
+        _, model, weights = run
+        model.set_weights(weights)
+        batch = np.stack([_resize_centre_crop(image, IMAGE_SIZE, fraction=224 / 256)
+                          for image in images])
+        return _map_11point(targets, np.asarray(model(batch, training=False)))
+
+    assert report["metric"] == "map_11point" and report["mode"] == "finetune"
+    assert (report["num_train"], report["num_val"], report["num_test"]) == (24, 24, 24)
+    assert len(runs) == 3  # two grid points, then the chosen one on train+validation
+    assert [(p["learning_rate"], p["weight_decay"]) for p in report["grid"]] == [
+        (0.001, 1e-4), (0.1, 1e-4)]
+    for point, run in zip(report["grid"], runs[:2]):
+        assert (run[0]["learning_rate"], run[0]["num_train_examples"]) == (
+            point["learning_rate"], 24)
+        assert point["val_score"] == pytest.approx(
+            direct_map(run, val_images, val_targets), abs=1e-9)
+    best = int(np.argmax([p["val_score"] for p in report["grid"]]))  # first maximum on ties
+    assert report["learning_rate"] == report["grid"][best]["learning_rate"]
+    assert report["val_score"] == report["grid"][best]["val_score"]
+    final_kwargs = runs[2][0]
+    assert final_kwargs["learning_rate"] == report["learning_rate"]
+    assert final_kwargs["num_train_examples"] == 48 and final_kwargs["multilabel"]
+    assert report["test_score"] == pytest.approx(
+        direct_map(runs[2], test_images, test_targets), abs=1e-9)
+
 
 
 # ----------------------------------------------------------------------------------------------
