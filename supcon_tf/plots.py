@@ -27,8 +27,9 @@ def tsne_points(features, seed=0):
     """
     from sklearn.manifold import TSNE
 
-    features = np.asarray(features, np.float64)
-    features = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    from supcon_tf.evaluation import probes
+
+    features = probes.l2_normalize(features)
     perplexity = min(30.0, (len(features) - 1) / 3.0)
     return TSNE(n_components=2, init="pca", random_state=seed,
                 perplexity=perplexity).fit_transform(features)

@@ -141,7 +141,6 @@ def _load_encoder():
     """(embed function or None, Keras encoder or None, input side or None, description)."""
     from supcon_tf import export
     from supcon_tf import training
-    from supcon_tf.evaluation import transfer_protocol
 
     if FLAGS.mode == "linear" and FLAGS.checkpoint is None:
         path = os.path.join(FLAGS.model_dir, "saved_model")

@@ -234,18 +234,11 @@ def eval_dataset(source, image_size, batch_size, *, split, data_dir=None, manual
     Raises:
         ValueError: unknown or unavailable source or split, bad crop fraction.
     """
-    import tensorflow as tf
-
-    from supcon_tf.data import augment
     from supcon_tf.data import sources
+    from supcon_tf.evaluation import finetune
 
-    options = {} if center_crop_fraction is None else {
-        "center_crop_fraction": center_crop_fraction}
-    resize = augment.build_augmenter("eval", image_size, **options)
     data = sources.load_source(source, split, data_dir=data_dir, manual_dir=manual_dir)
-    return data.map(lambda image, label: (resize(image), tf.cast(label, tf.int64)),
-                    num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(
-                        tf.data.AUTOTUNE)
+    return finetune.eval_pipeline(data, image_size, batch_size, center_crop_fraction)
 
 
 def augmented_dataset(source, image_size, config, *, split, data_dir=None, manual_dir=None):

@@ -180,12 +180,14 @@ def eval_pipeline(dataset, image_size, batch_size, crop_fraction=EVAL_CROP_FRACT
         image_size: Python int S.
         batch_size: Python int B.
         crop_fraction: Python float in (0, 1]; 1.0 is the linear probe's "resize to S, crop S",
-            `EVAL_CROP_FRACTION` the fine-tuning "resize to 256, crop 224" scaled to S.
+            `EVAL_CROP_FRACTION` the fine-tuning "resize to 256, crop 224" scaled to S; None
+            the eval augmenter's own default.
 
     Returns:
         A finite `tf.data.Dataset` of `(images float32 [B, S, S, C], targets)` in input order.
     """
-    resize = augment.build_augmenter("eval", image_size, center_crop_fraction=crop_fraction)
+    options = {} if crop_fraction is None else {"center_crop_fraction": crop_fraction}
+    resize = augment.build_augmenter("eval", image_size, **options)
     return dataset.map(lambda image, target: (resize(image), target),
                        num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(
                            tf.data.AUTOTUNE)
