@@ -1,6 +1,6 @@
 """Tests of `supcon_tf.evaluation.finetune` (and the fine-tuning half of the transfer protocol).
 
-The encoder is the tiny digits pretraining run shared with transfer_binary_test.py, restored
+The encoder is the tiny digits pretraining run of helpers.tiny_run_dir (shared with the transfer tests), restored
 with `training.load_pretrained`; expected values are recomputed here (numpy losses, a direct
 loop over the grid, the protocol's formulas for batch-norm momentum and weight decay).
 """
@@ -16,9 +16,9 @@ from supcon_tf.data import sources
 from supcon_tf.evaluation import finetune
 from supcon_tf.evaluation import metrics
 from supcon_tf.evaluation import transfer
-from transfer_binary_test import tiny_run_dir
+from helpers import IMAGE_SIZE
+from helpers import tiny_run_dir
 
-IMAGE_SIZE = 16
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,13 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers import REPO
+from helpers import TINY_FLAGS
+from helpers import run_binary
+from helpers import snapshot
+from helpers import user_stderr_lines
 
-from pretrain_test import REPO
-from pretrain_test import run_binary
-from pretrain_test import snapshot
-from pretrain_test import user_stderr_lines
 
-TINY_FLAGS = os.path.join(REPO, "flags", "tiny.flags")
 LINEAR_EVAL_FLAGS = os.path.join(REPO, "flags", "linear_eval")
 
 

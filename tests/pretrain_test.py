@@ -18,49 +18,12 @@ import time
 
 import numpy as np
 import pytest
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_FLAGS = os.path.join(REPO, "flags", "tiny.flags")
-# 144 training images: 4 steps per epoch, so 8 steps cross an epoch boundary (the data stream is
-# reseeded per epoch) and a resume lands mid-epoch (consumed batches are skipped).
-TINY_ARGS = [f"--flagfile={TINY_FLAGS}", "--split=train[:10%]", "--train_steps=8",
-             "--checkpoint_every=2"]
-# TensorFlow's C++ runtime writes these to stderr when it is imported, before any flag is read.
-_RUNTIME_LINE = re.compile(
-    r"^([IWEF]\d{4} |WARNING: All log messages before absl|To enable the following instructions)")
-
-
-def run_binary(module, *args, timeout=240):
-    """Runs `python -m module args...` from the repository root; returns CompletedProcess."""
-    env = dict(os.environ, PYTHONPATH=REPO, CUDA_VISIBLE_DEVICES="")
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def user_stderr_lines(stderr):
-    """stderr lines written by the program (TensorFlow's start-up log lines dropped)."""
-    return [line for line in stderr.splitlines() if line.strip() and not _RUNTIME_LINE.match(line)]
-
-
-def snapshot(directory):
-    """{relative path: (size, mtime_ns)} of every file below `directory`."""
-    state = {}
-    for root, _, files in os.walk(directory):
-        for name in files:
-            path = os.path.join(root, name)
-            info = os.stat(path)
-            state[os.path.relpath(path, directory)] = (info.st_size, info.st_mtime_ns)
-    return state
-
-
-def checkpoint_values(model_dir):
-    """{variable key: array} of the latest checkpoint of a run (model and optimizer)."""
-    import tensorflow as tf
-
-    reader = tf.train.load_checkpoint(os.path.join(model_dir, "checkpoints"))
-    return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
-            if "save_counter" not in key and "OBJECT_GRAPH" not in key}
-
+from helpers import REPO
+from helpers import TINY_ARGS
+from helpers import checkpoint_values
+from helpers import run_binary
+from helpers import snapshot
+from helpers import user_stderr_lines
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):

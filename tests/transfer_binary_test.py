@@ -16,48 +16,13 @@ import os
 import numpy as np
 import pytest
 from PIL import Image
-
-from pretrain_test import REPO
-from pretrain_test import run_binary
-from pretrain_test import snapshot
-from pretrain_test import user_stderr_lines
-
-TINY_FLAGS = os.path.join(REPO, "flags", "tiny.flags")
-IMAGE_SIZE = 16  # the tiny run's input side
-# (benchmark key, {split: images per class}, digit classes, image (width, height))
-FOLDERS = (("aircraft", {"train": 10, "val": 5, "test": 6}, (0, 1, 2), (20, 24)),
-           ("cars", {"train": 10, "test": 6}, (3, 4, 5, 6), (24, 18)))
-
-
-def tiny_run_dir(tmp_path_factory):
-    """A tiny pretraining run (2 steps of flags/tiny.flags), made once per test session.
-
-    Shared by this module and finetune_test.py through the session's base temporary directory.
-    """
-    model_dir = tmp_path_factory.getbasetemp() / "transfer_tiny_run" / "run"
-    if not (model_dir / "saved_model" / "saved_model.pb").exists():
-        model_dir.parent.mkdir(exist_ok=True)
-        result = run_binary("supcon_tf.pretrain", f"--flagfile={TINY_FLAGS}", "--train_steps=2",
-                            f"--model_dir={model_dir}")
-        assert result.returncode == 0, result.stderr[-3000:]
-    return str(model_dir)
-
-
-def write_folders(manual_dir):
-    """Digits image folders laid out as <manual_dir>/<key>/<split>/<class>/<i>.png."""
-    from supcon_tf.data import sources
-
-    images, labels, _ = sources.digits_arrays()
-    rng = np.random.default_rng(0)
-    for key, splits, classes, size in FOLDERS:
-        for split, count in splits.items():
-            for label in classes:
-                folder = os.path.join(manual_dir, key, split, f"class_{label}")
-                os.makedirs(folder)
-                picks = rng.choice(np.flatnonzero(labels == label), count, replace=False)
-                for index, pick in enumerate(picks):
-                    Image.fromarray(images[pick]).resize(size, Image.BILINEAR).save(
-                        os.path.join(folder, f"{index:03d}.png"))
+from helpers import IMAGE_SIZE
+from helpers import REPO
+from helpers import run_binary
+from helpers import snapshot
+from helpers import tiny_run_dir
+from helpers import user_stderr_lines
+from helpers import write_folders
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Tests for supcon_tf.data.benchmarks: where each transfer benchmark's splits come from.
 
-Manual downloads are the digits image folders of transfer_binary_test.py (`write_folders`,
+Manual downloads are the digits image folders of helpers.py (`write_folders`,
 `FOLDERS`: FGVC Aircraft with its own val split, Stanford Cars without one); VOC2007 is
 `tfds.testing.mock_data`. Expected class ids and split sizes are counted from the folders
 written here; missing or malformed files must fail with one line saying what to do.
@@ -19,8 +19,8 @@ from supcon_tf.data import benchmarks
 from supcon_tf.data import sources
 from supcon_tf.evaluation import metrics
 from supcon_tf.evaluation import transfer
-from transfer_binary_test import FOLDERS
-from transfer_binary_test import write_folders
+from helpers import FOLDERS
+from helpers import write_folders
 
 
 @pytest.fixture(scope="module")
