@@ -26,6 +26,7 @@ import os
 
 import tensorflow as tf
 
+from supcon_tf.data import image_folders
 from supcon_tf.data import multilabel
 from supcon_tf.data import sources
 
@@ -72,7 +73,7 @@ def _class_names(split_dir):
     names = []
     for entry in sorted(os.listdir(split_dir)):
         path = os.path.join(split_dir, entry)
-        if os.path.isdir(path) and any(name.lower().endswith(sources.IMAGE_EXTENSIONS)
+        if os.path.isdir(path) and any(image_folders.is_image(name)
                                        for name in os.listdir(path)):
             names.append(entry)
     return names

@@ -11,9 +11,11 @@ Names understood by `load_source`:
   stratified: within each class, in scikit-learn's order, every fifth image (positions 4, 9, ...)
   is "test" and the rest "train" (1,442 + 355 = 1,797); "all" is both. A validation set is cut
   from train with a slice, e.g. `"train[:90%]"` / `"train[90%:]"`.
-* `"folder:<path>"`: an image-folder tree `<path>/<class_name>/*.{jpg,jpeg,png,bmp}`; labels are
-  the class directories in sorted order. When `<path>/<split>/` exists (e.g. `root/train/cat/`)
-  that sub-tree is the split, otherwise the whole tree is split "train" (or "all").
+* `"folder:<path>"`: an image-folder tree `<path>/<class_name>/*.{jpg,jpeg,png,bmp}` on any
+  `tf.io.gfile` filesystem; labels are the class directories in sorted order. When
+  `<path>/<split>/` exists (e.g. `root/train/cat/`) that sub-tree is the split, otherwise the
+  whole tree is split "train" (or "all"). Slices are stratified and seeded within each class
+  (`image_folders.py`).
 * Any other name is a TFDS dataset (`"cifar10"`, `"imagenet2012"`, `"sun397/standard-part1-120k"`,
   ...) with TFDS split strings. Nothing is downloaded unless `download=True`: a dataset that is
   not prepared under `data_dir`, or one that must be downloaded by hand and whose files are not
@@ -31,9 +33,10 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from supcon_tf.data import image_folders
+
 DIGITS = "digits"
 FOLDER_PREFIX = "folder:"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 DIGITS_SIZE = 32
 DIGITS_SPLITS = ("train", "test", "all")
 _SPLIT_RE = re.compile(r"^(?P<base>[\w\-]+)(?:\[(?P<start>-?\d+%?)?:(?P<end>-?\d+%?)?\])?$")
@@ -47,7 +50,8 @@ class DatasetUnavailableError(ValueError):
     """
 
 
-def load_source(name, split, data_dir=None, manual_dir=None, *, download=False):
+def load_source(name, split, data_dir=None, manual_dir=None, *, download=False,
+                skip_unreadable_images=False):
     """Loads a named image source as `(image, label)` pairs.
 
     Args:
@@ -61,6 +65,9 @@ def load_source(name, split, data_dir=None, manual_dir=None, *, download=False):
         download: Whether a TFDS dataset that is not prepared may be downloaded and prepared.
             False (the default) fails at once with `DatasetUnavailableError` instead of trying
             the network; datasets whose files are already in `manual_dir` are always prepared.
+        skip_unreadable_images: image folders only: decode every file once now and leave the
+            unreadable ones out (`folder_source(...).skipped` lists them). Otherwise an
+            unreadable file fails when it is read; `image_folders.unreadable_images` names it.
 
     Returns:
         A `tf.data.Dataset` of `(image uint8 [H, W, C], label int64 [])`.
@@ -75,7 +82,7 @@ def load_source(name, split, data_dir=None, manual_dir=None, *, download=False):
     if name == DIGITS:
         return _load_digits(split)
     if name.startswith(FOLDER_PREFIX):
-        return _load_folder(name[len(FOLDER_PREFIX):], split)
+        return folder_source(name[len(FOLDER_PREFIX):], split, skip_unreadable_images).dataset()
     return _load_tfds(name, split, data_dir, manual_dir, download)
 
 
@@ -95,7 +102,8 @@ def num_classes(name, data_dir=None):
     if name == DIGITS:
         return 10
     if isinstance(name, str) and name.startswith(FOLDER_PREFIX):
-        return len(_folder_classes(_folder_root(name[len(FOLDER_PREFIX):], "train", "train")))
+        root = name[len(FOLDER_PREFIX):]
+        return len(image_folders.classes(image_folders.split_root(root, "train", "train")))
     builder = _tfds_builder(name, data_dir)
     _, label_key = _supervised_keys(builder)
     return int(builder.info.features[label_key].num_classes)
@@ -223,61 +231,26 @@ def _slice_bounds(start, end, size):
 
 
 # ----------------------------------------------------------------------------------------------
-# image folders
+# image folders (the files, slices and unreadable images: `image_folders.py`)
 
 
-def _is_image(filename):
-    return filename.lower().endswith(IMAGE_EXTENSIONS)
+def folder_source(root, split, skip_unreadable_images=False):
+    """The `image_folders.FolderSource` of a folder split (its files listed now).
 
-
-def _folder_classes(root):
-    """Sorted class directory names under `root` that hold at least one image."""
-    if not os.path.isdir(root):
-        raise ValueError(f"Image folder {root!r} does not exist; pass "
-                         "'folder:<root>' with images in <root>/<class_name>/*.jpg|png.")
-    classes = []
-    for entry in sorted(os.listdir(root)):
-        path = os.path.join(root, entry)
-        if os.path.isdir(path) and any(_is_image(f) for f in os.listdir(path)):
-            classes.append(entry)
-    if not classes:
-        raise ValueError(f"Image folder {root!r} holds no images; expected "
-                         f"{os.path.join(root, '<class_name>', '*.jpg|png')}.")
-    return classes
-
-
-def _folder_root(root, base, split):
-    """`<root>/<base>` when that split directory exists, else `root` itself for train/all."""
-    if base is not None and os.path.isdir(os.path.join(root, base)):
-        return os.path.join(root, base)
-    if base in ("train", "all"):
-        return root
-    raise ValueError(f"Unknown split {split!r} for image folder {root!r}: there is no "
-                     f"{os.path.join(root, str(base))!r} directory; use 'train' or 'all' for a "
-                     "folder without split sub-directories.")
-
-
-def _load_folder(root, split):
+    Args:
+        root: the folder tree, `name` without its "folder:" prefix.
+        split: "train", "test", "all", ... optionally sliced ("train[:80%]"): a stratified,
+            seeded slice within each class.
+        skip_unreadable_images: leave unreadable files out (listed in `.skipped`).
+    """
     match = _SPLIT_RE.match(split) if isinstance(split, str) else None
-    base = match.group("base") if match else None
-    root = _folder_root(root, base, split)
-    classes = _folder_classes(root)
-    paths, labels = [], []
-    for label, class_name in enumerate(classes):
-        class_dir = os.path.join(root, class_name)
-        for filename in sorted(os.listdir(class_dir)):
-            if _is_image(filename):
-                paths.append(os.path.join(class_dir, filename))
-                labels.append(label)
-    lo, hi = _slice_bounds(match.group("start"), match.group("end"), len(paths))
-    dataset = tf.data.Dataset.from_tensor_slices(
-        (np.asarray(paths[lo:hi], dtype=object).astype(str), np.asarray(labels[lo:hi], np.int64)))
-
-    def decode(path, label):
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-        return tf.ensure_shape(image, [None, None, 3]), label
-
-    return dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    if match is None:
+        raise ValueError(f"Unknown split {split!r} for image folder {root!r}; use 'train', "
+                         "'test' or a slice such as 'train[:80%]'.")
+    bounds = functools.partial(_slice_bounds, match.group("start"), match.group("end"))
+    return image_folders.open_split(root, match.group("base"), split,
+                                    bounds,
+                                    skip_unreadable=skip_unreadable_images)
 
 
 # ----------------------------------------------------------------------------------------------
