@@ -10,16 +10,56 @@ of images `[B, H, W, C]` in [0, 1] under the input name `images`:
   or joint models) or else the online linear probe, when the model has one.
 
 A fresh process loads it with `tf.saved_model.load(path).signatures["embed"](images=...)`.
+
+The serving input contract is checked at run time by every signature (`checked_images`): rank
+4, the exported size and channels, and values in [0, 1] (uint8 images are refused by dtype;
+divide them by 255 first). A bad input raises `tf.errors.InvalidArgumentError` naming the
+expected input; nothing can reach a kernel that would abort the process.
 """
 
 import os
 
 import tensorflow as tf
 
+# Tolerated overshoot of [0, 1] (bicubic resizing overshoots slightly before clipping).
+RANGE_TOLERANCE = 1e-3
+
 
 def _image_spec(encoder):
     shape = (None,) + tuple(encoder.input_shape[1:])
     return tf.TensorSpec(shape, tf.float32, name="images")
+
+
+def _describe(spec):
+    sides = ", ".join("?" if d is None else str(d) for d in spec.shape[1:])
+    return f"a float32 batch of images [B, {sides}] with values in [0, 1]"
+
+
+def checked_images(images, spec):
+    """`images` after run-time checks of rank, size, channels and value range.
+
+    A concrete function checks only the dtype of what it is called with; without these checks
+    a rank-3 input reaches the convolution kernels, which abort the whole process, and images
+    in [0, 255] give wrong numbers silently. Each failure is a catchable
+    `tf.errors.InvalidArgumentError` naming the expected input.
+
+    Args:
+        images: the signature's input tensor (nominally `spec`).
+        spec: the `tf.TensorSpec` of the expected images `[B, S, S, C]`.
+
+    Returns:
+        `images`, now known to match `spec` and lie in [0, 1].
+    """
+    expected = _describe(spec)
+    images = tf.ensure_shape(images, spec.shape, name="check_image_shape")
+    low, high = tf.reduce_min(images), tf.reduce_max(images)
+    in_range = tf.logical_and(low >= -RANGE_TOLERANCE, high <= 1.0 + RANGE_TOLERANCE)
+    check = tf.debugging.Assert(
+        tf.logical_or(tf.equal(tf.size(images), 0), in_range),
+        [f"expected {expected} (divide uint8 images by 255); got values in", low, high],
+        name="check_image_range")
+    with tf.control_dependencies([check]):
+        return tf.identity(images)
 
 
 def export_saved_model(model, path):
@@ -45,6 +85,7 @@ def export_saved_model(model, path):
 
     @tf.function(input_signature=[spec])
     def embed(images):
+        images = checked_images(images, spec)
         return {"embeddings": tf.cast(model.encoder(images, training=False), tf.float32)}
 
     signatures["embed"] = embed
@@ -52,6 +93,7 @@ def export_saved_model(model, path):
     if head is not None:
         @tf.function(input_signature=[spec])
         def project(images):
+            images = checked_images(images, spec)
             return {"projections": head(model.encoder(images, training=False),
                                         training=False)}
 
@@ -60,6 +102,7 @@ def export_saved_model(model, path):
     if classifier is not None:
         @tf.function(input_signature=[spec])
         def classify(images):
+            images = checked_images(images, spec)
             logits = tf.cast(classifier(model.encoder(images, training=False)), tf.float32)
             return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
 
