@@ -229,7 +229,7 @@ def _check_agreement(initial, reference, per_worker):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["train_step", "train_step_memory"])
+@pytest.mark.parametrize("mode", ["train_step", "train_step_memory", "train_loop"])
 def test_two_workers_take_the_same_steps_as_one_process(multiworker_run, mode):
     """`SupConModel.train_step` run per replica by the strategy (what `fit` runs each step),
     each worker fed its half of every global batch: with sync BN, the probe, SGD momentum and

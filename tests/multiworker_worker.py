@@ -16,6 +16,8 @@ fixed global batches of `global_data`:
   every global batch explicitly (rows `[i * B / 2, (i + 1) * B / 2)` of worker `i`).
 * "train_step_memory": the same with the memory variant (momentum encoder and a key queue
   smaller than the keys of all steps, so the ring pointer wraps).
+* "train_loop": `supcon_tf.train_loop.fit` (the binaries' loop: the same per-step
+  `strategy.run` driving Keras callbacks) on the distributed dataset of "train_step".
 * "fit_dataset_fn": `model.fit` on the distributed dataset of "train_step".
 * "fit_arrays": `model.fit(x, y, batch_size=GLOBAL_BATCH)` on the whole arrays; Keras
   distributes them with `AutoShardPolicy.DATA`, which splits every global batch between the
@@ -45,7 +47,7 @@ LEARNING_RATE = 0.1
 MOMENTUM = 0.9
 MEMORY_SIZE = 40  # < STEPS * 2 views * GLOBAL_BATCH = 48 keys: the queue wraps.
 MEMORY_MOMENTUM = 0.9
-MODES = ("train_step", "train_step_memory", "fit_dataset_fn", "fit_arrays")
+MODES = ("train_step", "train_step_memory", "train_loop", "fit_dataset_fn", "fit_arrays")
 
 
 def build_model(memory=False):
@@ -137,6 +139,11 @@ def _train(strategy, mode, directory, views, labels):
         batches = iter(dataset)
         for _ in range(STEPS):
             step(next(batches))
+    elif mode == "train_loop":
+        from supcon_tf import train_loop
+
+        train_loop.fit(model, strategy, strategy.distribute_datasets_from_function(
+            _dataset_fn(views, labels)), epochs=1, steps_per_epoch=STEPS, verbose=0)
     elif mode == "fit_dataset_fn":
         dataset = strategy.distribute_datasets_from_function(_dataset_fn(views, labels))
         model.fit(dataset, epochs=1, steps_per_epoch=STEPS, verbose=0)

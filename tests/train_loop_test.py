@@ -1,0 +1,95 @@
+"""Tests of supcon_tf.train_loop against Keras `fit`: same weights and logs on one device, and
+under two replicas against one device (the multi-worker case runs in
+tests/distribute_test.py with two processes)."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from supcon_tf import train_loop
+from supcon_tf.models.supcon_model import SupConModel
+
+IMAGE = (4, 4, 3)
+BATCH, STEPS = 8, 3
+
+
+def _model(seed=0):
+    keras.utils.set_random_seed(seed)
+    encoder = keras.Sequential([keras.Input(IMAGE), keras.layers.Flatten(),
+                                keras.layers.Dense(8),
+                                keras.layers.BatchNormalization(synchronized=True),
+                                keras.layers.Activation("relu")], name="encoder")
+    model = SupConModel(encoder, projection_units=[6, 4], num_classes=3, temperature=0.5)
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    return (rng.uniform(size=(BATCH * STEPS, 2) + IMAGE).astype("float32"),
+            rng.integers(0, 3, size=BATCH * STEPS))
+
+
+def _dataset(x, y):
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
+
+
+def _reference():
+    x, y = _data()
+    model = _model()
+    start = [w.numpy() for w in model.weights]
+    history = model.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
+    return start, model, history.history
+
+
+def test_one_device_equals_fit():
+    start, reference, reference_history = _reference()
+    model = _model(1)
+    for variable, value in zip(model.weights, start):
+        variable.assign(value)
+    history = train_loop.fit(model, tf.distribute.get_strategy(), _dataset(*_data()), epochs=2,
+                             steps_per_epoch=STEPS, verbose=0)
+    for a, b in zip(model.weights, reference.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-6, err_msg=a.path)
+    assert int(model.optimizer.iterations.numpy()) == 2 * STEPS
+    assert set(history.history) == set(reference_history)
+    for name, values in reference_history.items():
+        np.testing.assert_allclose(history.history[name], values, rtol=1e-5, err_msg=name)
+
+
+def test_two_replicas_equal_one_device(two_cpu_strategy):
+    start, reference, _ = _reference()
+    with two_cpu_strategy.scope():
+        model = _model(2)
+    for variable, value in zip(model.weights, start):
+        variable.assign(value)
+    train_loop.fit(model, two_cpu_strategy, None, epochs=2, steps_per_epoch=STEPS, verbose=0,
+                   dataset_for_epoch=lambda epoch: _dataset(*_data()))
+    for a, b in zip(model.weights, reference.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5, err_msg=a.path)
+
+
+def test_a_callback_stops_training_after_its_step():
+    class StopAtTwo(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.events = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.events.append(("batch", batch))
+            if batch == 1:
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.events.append(("epoch", epoch))
+
+        def on_train_end(self, logs=None):
+            self.events.append(("end", None))
+
+    stop = StopAtTwo()
+    model = _model()
+    train_loop.fit(model, tf.distribute.get_strategy(), _dataset(*_data()), epochs=3,
+                   steps_per_epoch=STEPS, callbacks=[stop], verbose=0)
+    assert int(model.optimizer.iterations.numpy()) == 2
+    assert stop.events == [("batch", 0), ("batch", 1), ("epoch", 0), ("end", None)]
