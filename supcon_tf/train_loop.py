@@ -10,10 +10,41 @@ device, `MirroredStrategy`, `MultiWorkerMirroredStrategy` and `TPUStrategy`.
 
 Stopping: a callback sets `model.stop_training = True` (as with `fit`); the loop stops after
 that step's `on_train_batch_end` and still runs `on_epoch_end`/`on_train_end`.
+
+Non-finite guard: each step also checks, inside the same `tf.function` (one scalar more in its
+logs, no other host transfer), that every floating-point weight of the model is finite after
+the update, and the loop checks the loss. At a far-too-high learning rate the weights overflow
+several steps before the loss does, so the loss alone is not enough. The first non-finite step
+raises `NonFiniteError` before any callback sees it: no checkpoint or export of non-finite
+values is written, and every earlier checkpoint stays.
 """
+
+import math
 
 import keras
 import tensorflow as tf
+
+
+class NonFiniteError(FloatingPointError):
+    """The loss or a weight became non-finite at optimizer step `step`."""
+
+    def __init__(self, step, what):
+        self.step = int(step)
+        super().__init__(f"non-finite {what} at step {self.step}")
+
+
+FINITE_KEY = "weights_finite"
+
+
+def weights_finite(variables):
+    """Scalar bool: every floating-point variable of `variables` is finite.
+
+    `sum(v * 0)` is 0 for finite values and NaN as soon as one element is Inf or NaN, without
+    the overflow a plain sum of large finite weights could give.
+    """
+    terms = [tf.reduce_sum(tf.cast(v, tf.float32) * 0.0) for v in variables
+             if tf.as_dtype(v.dtype).is_floating]
+    return tf.math.is_finite(tf.add_n(terms)) if terms else tf.constant(True)
 
 
 def _first_replica(value, strategy):
@@ -21,13 +52,15 @@ def _first_replica(value, strategy):
     return strategy.experimental_local_results(value)[0]
 
 
-def make_step_function(model, strategy, jit_compile=False):
+def make_step_function(model, strategy, jit_compile=False, check_finite=True):
     """A `tf.function` running one optimizer step of `model` on a distributed batch.
 
     Args:
         model: a compiled `SupConModel` (optimizer built under `strategy.scope()`).
         strategy: the `tf.distribute.Strategy` the model was built under.
         jit_compile: compile each replica's step with XLA.
+        check_finite: add `FINITE_KEY` to the logs: whether every weight is finite after the
+            step (see `weights_finite`).
 
     Returns:
         `step(batch) -> {name: scalar tensor}`, the train step's logs of the first replica.
@@ -39,17 +72,30 @@ def make_step_function(model, strategy, jit_compile=False):
     @tf.function
     def step(batch):
         logs = strategy.run(replica_step, args=(batch,))
-        return {name: _first_replica(value, strategy) for name, value in logs.items()}
+        logs = {name: _first_replica(value, strategy) for name, value in logs.items()}
+        if check_finite:
+            logs[FINITE_KEY] = weights_finite(model.weights)
+        return logs
 
     return step
 
 
-def _to_python(logs):
-    return {name: float(value) for name, value in logs.items()}
+def _checked_logs(model, logs):
+    """The step's logs as Python floats, without `FINITE_KEY`.
+
+    Raises:
+        NonFiniteError: the loss or a weight is not finite.
+    """
+    logs = {name: float(value) for name, value in logs.items()}
+    finite = logs.pop(FINITE_KEY, 1.0)
+    if not finite or not math.isfinite(logs.get("loss", 0.0)):
+        what = "weights" if not finite else "loss"
+        raise NonFiniteError(int(model.optimizer.iterations.numpy()), what)
+    return logs
 
 
 def fit(model, strategy, dataset, *, epochs, steps_per_epoch, initial_epoch=0, callbacks=(),
-        verbose=1, dataset_for_epoch=None, jit_compile=False):
+        verbose=1, dataset_for_epoch=None, jit_compile=False, check_finite=True):
     """Trains `model` like `keras.Model.fit`, under any strategy.
 
     Args:
@@ -66,14 +112,20 @@ def fit(model, strategy, dataset, *, epochs, steps_per_epoch, initial_epoch=0, c
         dataset_for_epoch: optional `f(epoch) -> dataset` used instead of `dataset` (e.g. a
             stream reseeded per epoch, with the batches a resumed run already took skipped).
         jit_compile: compile each replica's step with XLA.
+        check_finite: stop at the first step whose loss or weights are not finite.
 
     Returns:
         The `keras.callbacks.History` of the run.
+
+    Raises:
+        NonFiniteError: the loss or a weight became non-finite (callbacks did not see that
+            step, so nothing of it was saved).
     """
     callback_list = keras.callbacks.CallbackList(
         list(callbacks), add_history=True, add_progbar=verbose != 0, model=model,
         verbose=verbose, epochs=epochs, steps=steps_per_epoch)
-    step = make_step_function(model, strategy, jit_compile=jit_compile)
+    step = make_step_function(model, strategy, jit_compile=jit_compile,
+                              check_finite=check_finite)
     model.stop_training = False
     callback_list.on_train_begin()
     logs = {}
@@ -91,7 +143,7 @@ def fit(model, strategy, dataset, *, epochs, steps_per_epoch, initial_epoch=0, c
                 batch = next(batches)
             except StopIteration:
                 break
-            logs = _to_python(step(batch))
+            logs = _checked_logs(model, step(batch))
             callback_list.on_train_batch_end(index, logs)
             if model.stop_training:
                 break

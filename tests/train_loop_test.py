@@ -4,6 +4,7 @@ tests/distribute_test.py with two processes)."""
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from supcon_tf import train_loop
@@ -93,3 +94,49 @@ def test_a_callback_stops_training_after_its_step():
                    steps_per_epoch=STEPS, callbacks=[stop], verbose=0)
     assert int(model.optimizer.iterations.numpy()) == 2
     assert stop.events == [("batch", 0), ("batch", 1), ("epoch", 0), ("end", None)]
+
+
+def test_weights_finite_is_exact_for_large_finite_and_any_non_finite_values():
+    big = tf.Variable(tf.fill([1000], 3e38))  # a plain sum would overflow to inf
+    assert bool(train_loop.weights_finite([big, tf.Variable([1, 2])]))
+    for bad in (np.inf, -np.inf, np.nan):
+        value = np.zeros(10, np.float32)
+        value[3] = bad
+        assert not bool(train_loop.weights_finite([big, tf.Variable(value)]))
+
+
+def test_divergence_stops_at_the_first_non_finite_step_before_any_callback():
+    """At a far-too-high learning rate the weights overflow before the loss does; the loop
+    stops at the first step with a non-finite weight, and no callback sees that step."""
+    x, y = _data()
+    model = _model()
+    model.compile(optimizer=keras.optimizers.SGD(1e30))
+    model.optimizer.build(model.trainable_variables)
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(all(np.isfinite(w).all() for w in self.model.get_weights()))
+
+    # The same run, step by step with fit, gives the first step with a non-finite weight.
+    reference = _model()
+    reference.compile(optimizer=keras.optimizers.SGD(1e30))
+    start = [w.numpy() for w in model.weights]
+    for variable, value in zip(reference.weights, start):
+        variable.assign(value)
+    first_bad, losses = None, []
+    for step in range(1, 31):
+        losses.append(reference.train_on_batch(x[:BATCH], y[:BATCH])[0])
+        if not all(np.isfinite(w).all() for w in reference.get_weights()):
+            first_bad = step
+            break
+    assert first_bad is not None
+
+    with pytest.raises(train_loop.NonFiniteError) as error:
+        train_loop.fit(model, tf.distribute.get_strategy(), None, epochs=30,
+                       steps_per_epoch=1, callbacks=[Record()], verbose=0,
+                       dataset_for_epoch=lambda epoch: _dataset(x[:BATCH], y[:BATCH]))
+    assert error.value.step == first_bad
+    assert str(error.value).startswith("non-finite ") and f"at step {first_bad}" in \
+        str(error.value)
+    assert len(seen) == first_bad - 1 and all(seen)
