@@ -156,3 +156,36 @@ def assign_replicated(variables, values):
                 variable, lambda v, x: v.assign(x), args=(value,), group=False)
 
     context.merge_call(merge_fn, args=(values,))
+
+
+def local_cluster_configs(num_workers, host="127.0.0.1"):
+    """`TF_CONFIG` values for `num_workers` workers on this machine (loopback ports).
+
+    For trying multi-worker training on one host (tests, `bench/scaling.py`): start the same
+    command once per value, each with its own `TF_CONFIG` environment variable. The ports are
+    free when this returns (a later process may still take one before the workers bind it).
+
+    Args:
+        num_workers: Python int >= 1.
+        host: the address the workers listen on.
+
+    Returns:
+        A list of `num_workers` JSON strings, worker 0 (the chief) first.
+    """
+    import json
+    import socket
+
+    if not isinstance(num_workers, int) or num_workers < 1:
+        raise ValueError(f"num_workers must be an int >= 1, got {num_workers!r}.")
+    ports = []
+    probes = []
+    for _ in range(num_workers):  # Hold every probe open so the ports differ.
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        probe.bind((host, 0))
+        probes.append(probe)
+        ports.append(probe.getsockname()[1])
+    for probe in probes:
+        probe.close()
+    cluster = {"worker": [f"{host}:{port}" for port in ports]}
+    return [json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+            for index in range(num_workers)]

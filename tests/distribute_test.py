@@ -7,7 +7,6 @@ multi-worker test starts two worker processes of `multiworker_worker.py` on free
 collective fails the test instead of hanging the suite.
 """
 
-import json
 import os
 import re
 import socket
@@ -176,10 +175,8 @@ def multiworker_run(tmp_path_factory):
         initial[kind] = multiworker_worker.flat_weights(model)
         np.savez(directory / f"initial.{kind}.npz", **initial[kind])
 
-    cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(2)]}
     workers = []
-    for index in range(2):
-        config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+    for config in distribute.local_cluster_configs(2):
         workers.append(subprocess.Popen(
             [sys.executable, _WORKER, str(directory)], stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, cwd=_ROOT, env=_child_env(TF_CONFIG=config)))
@@ -246,3 +243,15 @@ def test_two_workers_take_the_same_steps_as_one_process(multiworker_run, mode):
 @pytest.mark.parametrize("mode", ["fit_dataset_fn", "fit_arrays"])
 def test_two_workers_fit_like_one_process(multiworker_run, mode):
     _check_agreement(*multiworker_run[mode])
+
+
+def test_local_cluster_configs_name_distinct_loopback_workers():
+    import json
+
+    configs = [json.loads(c) for c in distribute.local_cluster_configs(3)]
+    workers = configs[0]["cluster"]["worker"]
+    assert len(set(workers)) == 3 and all(w.startswith("127.0.0.1:") for w in workers)
+    assert [c["task"] for c in configs] == [{"type": "worker", "index": i} for i in range(3)]
+    assert all(c["cluster"] == configs[0]["cluster"] for c in configs)
+    with pytest.raises(ValueError, match="num_workers"):
+        distribute.local_cluster_configs(0)
