@@ -10,9 +10,10 @@ rounds and the table gives the median steps/s and images/s and the efficiency
     efficiency = (images/s with 2 workers) / (images/s with 1 worker x host share)
 
 where the host share is 1: on one host the two workers share the same CPU cores that one
-worker had to itself (each worker runs cores / workers threads), so ideal scaling here is 1.0x (no speed-up, no loss), and anything below
-it is the cost of the cross-worker all-reduce and gathers over loopback. On separate hosts the
-ideal is 2.0x; this is an honest lower bound for them, not a measurement.
+worker had to itself (each worker runs cores / workers threads), so ideal scaling here is
+1.0x (no speed-up, no loss), and anything below it is the cost of the cross-worker all-reduce
+and gathers over loopback. On separate hosts the ideal is 2.0x; this is an honest lower bound
+for them, not a measurement.
 
     .venv/bin/python bench/scaling.py [--global_batch 128] [--steps 10] [--rounds 3]
 """
