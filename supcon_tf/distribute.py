@@ -66,6 +66,40 @@ def make_strategy(name="default", tpu=None, devices=None):
         return tf.distribute.TPUStrategy(resolver)
 
 
+def configure_cpu_devices(count):
+    """Splits the CPU into `count` logical devices, so "mirrored" can run `count` replicas.
+
+    For trying data parallelism on a machine without accelerators (`--cpu_devices`). Must run
+    before TensorFlow initialises its runtime, i.e. before any other TensorFlow op.
+
+    Args:
+        count: Python int >= 1; 1 leaves the CPU as it is.
+
+    Returns:
+        The logical CPU device names, e.g. `["/cpu:0", "/cpu:1"]`.
+
+    Raises:
+        ValueError: `count` is not a positive int, or the runtime is already initialised.
+    """
+    import tensorflow as tf
+
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise ValueError(f"cpu_devices must be an int >= 1, got {count!r}.")
+    cpus = tf.config.list_physical_devices("CPU")
+    if count > 1:
+        try:
+            tf.config.set_logical_device_configuration(
+                cpus[0], [tf.config.LogicalDeviceConfiguration()] * count)
+        except RuntimeError:
+            existing = len(tf.config.list_logical_devices("CPU"))
+            if existing != count:
+                raise ValueError(
+                    f"cannot split the CPU into {count} devices: TensorFlow is already running "
+                    f"with {existing}; configure the devices before any other TensorFlow op."
+                ) from None
+    return [f"/cpu:{index}" for index in range(count)]
+
+
 def _check_reachable(resolver, tpu, timeout=10.0):
     """Raises a ValueError naming the address if a TPU worker does not accept connections.
 

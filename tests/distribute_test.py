@@ -255,3 +255,30 @@ def test_local_cluster_configs_name_distinct_loopback_workers():
     assert all(c["cluster"] == configs[0]["cluster"] for c in configs)
     with pytest.raises(ValueError, match="num_workers"):
         distribute.local_cluster_configs(0)
+
+
+_CPU_DEVICES = r"""
+import sys
+from supcon_tf import distribute
+devices = distribute.configure_cpu_devices(3)
+strategy = distribute.make_strategy("mirrored", devices=devices)
+import tensorflow as tf
+tf.constant(1.0)
+try:
+    distribute.configure_cpu_devices(2)
+    late = "accepted"
+except ValueError as error:
+    late = str(error)
+print(strategy.num_replicas_in_sync, devices, late)
+"""
+
+
+def test_cpu_devices_give_mirrored_replicas_and_refuse_a_late_change():
+    result = subprocess.run([sys.executable, "-c", _CPU_DEVICES], capture_output=True,
+                            text=True, timeout=120, cwd=_ROOT, env=_child_env())
+    assert result.returncode == 0, result.stderr[-2000:]
+    replicas, _, late = result.stdout.strip().splitlines()[-1].partition(" ")
+    assert replicas == "3" and "['/cpu:0', '/cpu:1', '/cpu:2']" in late
+    assert "already running with 3" in late and "before any other TensorFlow op" in late
+    with pytest.raises(ValueError, match="cpu_devices"):
+        distribute.configure_cpu_devices(0)
