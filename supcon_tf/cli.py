@@ -6,10 +6,11 @@ from absl import flags
 from absl import logging
 
 
-def fail(message):
-    """Prints `error: message` as one line on stderr and exits with status 2."""
+def fail(message, status=2):
+    """Prints `error: message` as one line on stderr and exits with `status` (2: user mistake;
+    1: the run failed, e.g. non-finite values or a failed write; 128 + N: stopped by signal N)."""
     print("error: " + " ".join(str(message).split()), file=sys.stderr)
-    sys.exit(2)
+    sys.exit(status)
 
 
 def parse_flags(flag_values, argv):

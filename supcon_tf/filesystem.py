@@ -78,10 +78,10 @@ def read_json(path):
     return json.loads(read_text(path))
 
 
-def write_figure(figure, path, dpi=120):
+def write_figure(figure, path, dpi=100):
     """Saves a matplotlib `figure` as a PNG at `path` (rendered in memory, then written)."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=dpi)
     write_bytes(path, buffer.getvalue())
 
 

@@ -47,6 +47,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from supcon_tf import cli  # noqa: E402
+from supcon_tf import filesystem  # noqa: E402
 
 FLAGS = flags.FlagValues()
 PROTOCOLS = ("lbfgs", "sgd")
@@ -362,7 +363,7 @@ def main(argv):
         with open(results_path) as f:
             results = json.load(f)
     results.update({"top1": top1, "top5": top5, "linear_eval": report})
-    training.write_json(results_path, results)
+    filesystem.write_json(results_path, results)
 
     print(f"linear evaluation ({protocol}) of {source} on {dataset} ({num_train} "
           f"{FLAGS.split} images, {detail}):")

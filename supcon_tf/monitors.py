@@ -1,7 +1,7 @@
 """Training monitors: kNN accuracy on a held-out set and a collapse warning (Keras callbacks).
 
 * `KNNAccuracy` embeds a labelled reference set and a held-out set with the model's encoder
-  (`model.predict`) every `frequency` epochs and logs the cosine kNN top-1 as `knn_accuracy`:
+  (`embed_images`) every `frequency` epochs and logs the cosine kNN top-1 as `knn_accuracy`:
   a label-free view of representation quality while contrastive training runs.
 * `CollapseMonitor` warns when training has collapsed to a single embedding: the epoch's
   contrastive loss sits at `losses.collapse_value` (ln(N*V - 1), times tau when rescaled) or
@@ -9,33 +9,51 @@
 """
 
 import warnings
+import weakref
 
 import keras
 import numpy as np
+import tensorflow as tf
 from absl import logging
 
 from supcon_tf import losses
 from supcon_tf.evaluation import probes
 
 
+_EMBED_FUNCTIONS = weakref.WeakKeyDictionary()
+
+
+def _embed_function(encoder):
+    """A `tf.function` of `encoder` in inference mode, made once per encoder."""
+    if encoder not in _EMBED_FUNCTIONS:
+        _EMBED_FUNCTIONS[encoder] = tf.function(
+            lambda images: encoder(images, training=False), reduce_retracing=True)
+    return _EMBED_FUNCTIONS[encoder]
+
+
 def embed_images(model, images, batch_size=256):
-    """The model's embeddings (`model.predict`) of a stack of images.
+    """The encoder embeddings of a stack of images, computed on this process alone.
+
+    The encoder is called directly (not `model.predict`, which under a distribution strategy
+    splits the batch over the replicas and returns every replica's rows), so the same code
+    serves one device, mirrored replicas and every worker of a multi-worker run.
 
     Args:
-        model: a Keras model whose `predict` takes float images in [0, 1] (a `SupConModel`
-            returns its encoder's embeddings).
+        model: a `SupConModel` (its `encoder` is used) or an encoder taking float images in
+            [0, 1].
         images: float `[N, H, W, C]` in [0, 1], or uint8 `[N, H, W, C]` in [0, 255] (converted
             one batch at a time, so a large held-out set can be kept as uint8).
-        batch_size: Python int, images per predict batch.
+        batch_size: Python int, images per batch.
 
     Returns:
-        numpy float `[N, F]`.
+        numpy float32 `[N, F]`.
     """
-    if images.dtype != np.uint8:
-        return np.asarray(model.predict(images, batch_size=batch_size, verbose=0))
-    batches = [np.asarray(model.predict_on_batch(
-        images[start:start + batch_size].astype(np.float32) / 255.0))
-        for start in range(0, len(images), batch_size)]
+    embed = _embed_function(getattr(model, "encoder", model))
+    batches = []
+    for start in range(0, len(images), batch_size):
+        batch = np.asarray(images[start:start + batch_size])
+        batch = batch.astype(np.float32) / 255.0 if batch.dtype == np.uint8 else batch
+        batches.append(np.asarray(embed(tf.constant(batch, tf.float32)), np.float32))
     return np.concatenate(batches)
 
 
@@ -51,7 +69,7 @@ class KNNAccuracy(keras.callbacks.Callback):
         k: neighbours per query.
         temperature: vote weight exp(similarity / T); None for plain majority.
         frequency: run every this many epochs (and after the last one Keras reports).
-        batch_size: `model.predict` batch size.
+        batch_size: images per embedding batch.
     """
 
     def __init__(self, reference_images, reference_labels, test_images, test_labels, k=20,
@@ -87,17 +105,20 @@ class CollapseMonitor(keras.callbacks.Callback):
             spread (mean distance to their mean) is logged as `embedding_spread`.
         loss_tolerance: relative distance to the collapse value that counts as "at" it.
         spread_threshold: spread below which the embeddings count as collapsed.
+        log: optional callable taking the one-line warning instead of the Python warning and
+            absl log (the pretraining binary prints it).
     """
 
     def __init__(self, global_batch, num_views, probe_images=None, loss_tolerance=0.005,
-                 spread_threshold=1e-3):
+                 spread_threshold=1e-3, log=None):
         super().__init__()
         self.global_batch, self.num_views = global_batch, num_views
         self.probe_images = probe_images
         self.loss_tolerance, self.spread_threshold = loss_tolerance, spread_threshold
         self.collapsed_epochs = []
+        self.log = log
 
-    def _collapse_value(self):
+    def collapse_value(self):
         temperature = getattr(self.model, "temperature", 0.1)
         scaled = (getattr(self.model, "loss_name", "supcon") != "simclr" and
                   getattr(self.model, "loss_options", {}).get("scale_by_temperature", True))
@@ -108,7 +129,7 @@ class CollapseMonitor(keras.callbacks.Callback):
         reasons = []
         loss = logs.get("contrastive_loss")
         if loss is not None:
-            value = self._collapse_value()
+            value = self.collapse_value()
             if abs(loss - value) <= self.loss_tolerance * value:
                 reasons.append(f"the contrastive loss {loss:.4f} sits at the collapse value "
                                f"{value:.4f} = ln(N*V - 1) for N={self.global_batch}, "
@@ -125,5 +146,8 @@ class CollapseMonitor(keras.callbacks.Callback):
             message = (f"Epoch {epoch + 1}: training looks collapsed ({'; '.join(reasons)}): "
                        "every sample gets the same embedding. Lower the learning rate, check "
                        "the augmentations and labels, or raise the temperature.")
+            if self.log is not None:
+                self.log(f"warning: {message}")
+                return
             logging.warning(message)
             warnings.warn(message, RuntimeWarning, stacklevel=2)

@@ -1,9 +1,12 @@
 """PNG plots of a run: t-SNE maps of embeddings coloured by class.
 
-Matplotlib runs headless (the Agg backend); every function writes one PNG and closes its figure.
+Matplotlib runs headless (the Agg backend); every function writes one PNG (rendered in memory,
+then written through `tf.io.gfile`, so any run directory works) and closes its figure.
 """
 
 import numpy as np
+
+from supcon_tf import filesystem
 
 
 def _pyplot():
@@ -63,7 +66,7 @@ def save_tsne(path, panels, seed=0):
         axes[0][-1].legend(title="class", fontsize=7, markerscale=2, loc="center left",
                            bbox_to_anchor=(1.0, 0.5))
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    filesystem.write_figure(figure, path, dpi=100)
     plt.close(figure)
 
 
@@ -87,5 +90,5 @@ def save_curves(path, panels, xlabel="epoch"):
             axis.legend(fontsize=8)
         axis.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    filesystem.write_figure(figure, path, dpi=100)
     plt.close(figure)

@@ -73,6 +73,11 @@ flags.DEFINE_float("memory_momentum", 0.999, "Momentum of the memory's key encod
 flags.DEFINE_integer("num_classes", None, "Classes of the probe/classifier (default: source's).")
 flags.DEFINE_bool("probe", True, "Train the online linear probe (stop-gradient).")
 flags.DEFINE_integer("checkpoint_every", 1000, "Checkpoint every this many optimizer steps.")
+flags.DEFINE_float("checkpoint_every_secs", 600.0, "Also checkpoint when this many seconds "
+                   "passed since the last checkpoint.")
+flags.DEFINE_bool("skip_unreadable_images", False, "Image folders: decode every file once at "
+                  "start and leave unreadable ones out (counted in results.json) instead of "
+                  "stopping at the first one.")
 flags.DEFINE_string("mixed_precision", "none", "none | mixed_float16 | mixed_bfloat16.")
 flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu (local on a TPU VM).")
 flags.DEFINE_string("eval_split", None, "Held-out split of the kNN monitor and t-SNE plot "
@@ -99,21 +104,22 @@ def config_from_flags(flag_values):
 
 def main(argv):
     cli.start(argv, FLAGS.model_dir, "the run directory")
+    from supcon_tf import filesystem
+    from supcon_tf import run_lock
     from supcon_tf import training
 
     try:
         config = config_from_flags(FLAGS)
-        action = training.check_model_dir(FLAGS.model_dir, config, FLAGS.overwrite)
-        run = training.build_run(config)
-        if action == "resume":
-            training.restore_latest(run, FLAGS.model_dir)  # An unreadable checkpoint: one line.
-    except ValueError as e:  # Bad flags, missing data (DatasetUnavailableError), other run.
+        results = training.run_pretraining(config, FLAGS.model_dir, overwrite=FLAGS.overwrite,
+                                           log=lambda line: print(line, flush=True))
+    except (ValueError, run_lock.RunLockError) as e:
+        # Bad flags, missing data, another run or another writer in --model_dir (all found
+        # before anything is written); an unreadable image; no readable checkpoint.
         cli.fail(e)
-    training.prepare_model_dir(FLAGS.model_dir, config, action)
-    print(f"pretraining {config.loss} on {config.dataset}: {run.total_steps} steps "
-          f"({run.steps_per_epoch} per epoch) of batch {config.batch_size}, lr "
-          f"{run.learning_rate:g}; model_dir {FLAGS.model_dir} ({action})", flush=True)
-    results = training.train(run, FLAGS.model_dir, log=lambda line: print(line, flush=True))
+    except training.TrainingStopped as e:  # Non-finite values, or preempted by a signal.
+        cli.fail(e, status=e.status)
+    except filesystem.WriteError as e:
+        cli.fail(e, status=1)
     final = ", ".join(f"{k} {v:.4f}" for k, v in sorted(results["final"].items()))
     print(f"done: {results['steps']} steps; final {final}", flush=True)
     print(f"wrote {os.path.join(FLAGS.model_dir, 'results.json')} and "

@@ -25,18 +25,27 @@ re-reading at most one epoch.
 """
 
 import dataclasses
-import json
-import math
 import os
 import re
-import shutil
 import time
-import warnings
 import zlib
 
+import keras
+import tensorflow as tf
+
+from supcon_tf import checkpoint_integrity
+from supcon_tf import filesystem
+from supcon_tf import monitors
+from supcon_tf import preemption
+from supcon_tf import run_lock
+from supcon_tf import train_loop
+
 # Fields of the configuration that do not change what is trained: a restart may change them.
-NON_IDENTITY_FIELDS = ("checkpoint_every", "data_dir", "manual_dir", "tpu", "verbose",
-                       "eval_split", "monitor_examples")
+NON_IDENTITY_FIELDS = ("checkpoint_every", "checkpoint_every_secs", "data_dir", "manual_dir",
+                       "tpu", "verbose", "eval_split", "monitor_examples",
+                       "skip_unreadable_images")
+# Losses that ignore labels (a single-class dataset is fine for them).
+UNSUPERVISED_LOSSES = ("simclr",)
 # Held-out splits tried, in order, when `eval_split` is not given.
 EVAL_SPLITS = ("test", "validation")
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
@@ -107,6 +116,8 @@ class PretrainConfig:
     num_classes: int = None
     probe: bool = True
     checkpoint_every: int = 1000
+    checkpoint_every_secs: float = 600.0
+    skip_unreadable_images: bool = False
     mixed_precision: str = "none"
     verbose: int = 1
     eval_split: str = None
@@ -157,6 +168,9 @@ class PretrainConfig:
         for name in ("train_steps", "num_classes", "num_train_examples"):
             if getattr(self, name) is not None:
                 _check_positive_int(name, getattr(self, name))
+        if not self.checkpoint_every_secs > 0:
+            raise ValueError(f"--checkpoint_every_secs must be > 0, got "
+                             f"{self.checkpoint_every_secs!r}.")
         if self.epochs is None and self.train_steps is None:
             raise ValueError("pass --epochs or --train_steps (the length of pretraining).")
         if self.epochs is not None and not self.epochs > 0:
@@ -208,6 +222,10 @@ class Run:
     total_steps: int
     learning_rate: float
     eval_split: str = None
+    # The training source as `pipeline.make_dataset` takes it: the source name, or (image
+    # folders with `skip_unreadable_images`) the dataset of the readable files, scanned once.
+    train_source: object = None
+    skipped_images: tuple = ()
 
 
 def augment_options(config):
@@ -221,12 +239,22 @@ def augment_options(config):
     return options
 
 
-def _source_facts(config):
-    """(number of training examples, image channels) of the configured source."""
+def _training_source(config):
+    """(the source for `make_dataset`, its `tf.data.Dataset`, skipped unreadable images)."""
     from supcon_tf.data import sources
 
+    if config.skip_unreadable_images and config.dataset.startswith(sources.FOLDER_PREFIX):
+        folder = sources.folder_source(config.dataset[len(sources.FOLDER_PREFIX):],
+                                       config.split, skip_unreadable_images=True)
+        dataset = folder.dataset()
+        return dataset, dataset, tuple(path for path, _ in folder.skipped)
     dataset = sources.load_source(config.dataset, config.split, data_dir=config.data_dir,
                                   manual_dir=config.manual_dir)
+    return config.dataset, dataset, ()
+
+
+def _source_facts(config, dataset):
+    """(number of training examples, image channels) of the configured source's `dataset`."""
     channels = dataset.element_spec[0].shape[-1] or 3
     count = config.num_train_examples
     if count is None:
@@ -279,7 +307,6 @@ def build_run(config, strategy=None, *, channels=None):
         ValueError: a bad configuration (one-line message); `sources.DatasetUnavailableError`
             (a `ValueError`) when the data is not here.
     """
-    import keras
 
     from supcon_tf import distribute
     from supcon_tf import optimizers
@@ -292,8 +319,10 @@ def build_run(config, strategy=None, *, channels=None):
     config.validate()
     augment.build_augmenter(config.augmentation, config.image_size, **augment_options(config))
     eval_split = None
+    train_source, skipped = config.dataset, ()
     if channels is None or config.num_train_examples is None or config.num_classes is None:
-        count, channels = _source_facts(config)
+        train_source, dataset, skipped = _training_source(config)
+        count, channels = _source_facts(config, dataset)
         eval_split = resolve_eval_split(config)
     else:
         count = config.num_train_examples
@@ -301,6 +330,11 @@ def build_run(config, strategy=None, *, channels=None):
         raise ValueError(f"--batch_size {config.batch_size} exceeds the {count} training "
                          f"examples of {config.dataset!r}.")
     num_classes = config.num_classes or sources.num_classes(config.dataset, config.data_dir)
+    if config.loss not in UNSUPERVISED_LOSSES and num_classes < 2:
+        raise ValueError(f"--loss={config.loss} needs labels of at least 2 classes, but "
+                         f"{config.dataset!r} has {num_classes}: every sample would be a "
+                         "positive of every other and training collapses; add classes, or use "
+                         "--loss=simclr for unlabelled images.")
     steps_per_epoch = count // config.batch_size
     if config.train_steps is not None:
         total_steps = config.train_steps
@@ -343,24 +377,21 @@ def build_run(config, strategy=None, *, channels=None):
                optimizer=model.optimizer,
                schedule=schedule, num_classes=num_classes, num_train_examples=count,
                steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-               learning_rate=learning_rate, eval_split=eval_split)
+               learning_rate=learning_rate, eval_split=eval_split,
+               train_source=train_source, skipped_images=skipped)
 
 
 # ----------------------------------------------------------------------------------------------
 # The run directory.
 
 
-def _read_json(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def write_json(path, value):
-    """Writes JSON atomically (temporary file + rename)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+def _run_entries(model_dir):
+    """The entries of `model_dir` that belong to a run (the lock of the process holding the
+    directory is not one); empty when the directory is missing."""
+    if not tf.io.gfile.isdir(model_dir):
+        return []
+    return [name.rstrip("/") for name in tf.io.gfile.listdir(model_dir)
+            if name.rstrip("/") != run_lock.LOCK_FILE]
 
 
 def check_model_dir(model_dir, config, overwrite=False):
@@ -373,20 +404,20 @@ def check_model_dir(model_dir, config, overwrite=False):
     Raises:
         RunDirectoryError: it holds a different run or foreign files and `overwrite` is False.
     """
-    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+    if filesystem.is_file(model_dir):
         raise RunDirectoryError(f"--model_dir {model_dir} is a file, not a directory.")
-    if not os.path.isdir(model_dir) or not os.listdir(model_dir):
+    if not _run_entries(model_dir):
         return "new"
     config_path = os.path.join(model_dir, CONFIG_FILE)
-    if not os.path.exists(config_path):
+    if not filesystem.is_file(config_path):
         if overwrite:
             return "overwrite"
         raise RunDirectoryError(
             f"--model_dir {model_dir} is not empty and holds no {CONFIG_FILE}: choose another "
             "--model_dir or pass --overwrite to delete its contents.")
     try:
-        stored = _read_json(config_path)
-    except (OSError, ValueError):
+        stored = filesystem.read_json(config_path)
+    except (OSError, ValueError, tf.errors.OpError):
         stored = None
     current = config.identity()
     stored_identity = ({k: v for k, v in stored.items() if k not in NON_IDENTITY_FIELDS}
@@ -407,13 +438,19 @@ def check_model_dir(model_dir, config, overwrite=False):
 
 
 def prepare_model_dir(model_dir, config, action):
-    """Applies `check_model_dir`'s decision: deletes an old run on "overwrite", creates the
-    directory and writes `config.json` (a resumed run keeps its own)."""
+    """Applies `check_model_dir`'s decision: deletes an old run on "overwrite" (all but the
+    lock of this process), creates the directory and writes `config.json` (a resumed run keeps
+    its own)."""
     if action == "overwrite":
-        shutil.rmtree(model_dir)
-    os.makedirs(model_dir, exist_ok=True)
+        for name in _run_entries(model_dir):
+            path = os.path.join(model_dir, name)
+            if tf.io.gfile.isdir(path):
+                tf.io.gfile.rmtree(path)
+            else:
+                tf.io.gfile.remove(path)
+    tf.io.gfile.makedirs(model_dir)
     if action != "resume":
-        write_json(os.path.join(model_dir, CONFIG_FILE), config.to_dict())
+        filesystem.write_json(os.path.join(model_dir, CONFIG_FILE), config.to_dict())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -431,7 +468,8 @@ def epoch_dataset(run, epoch, skip=0):
 
     config = run.config
     dataset = pipeline.make_dataset(
-        config.dataset, config.augmentation, config.num_views, config.batch_size,
+        run.train_source or config.dataset, config.augmentation, config.num_views,
+        config.batch_size,
         config.image_size, training=True, seed=epoch_seed(config.seed, epoch),
         split=config.split, data_dir=config.data_dir, manual_dir=config.manual_dir,
         augment_options=augment_options(config))
@@ -440,7 +478,6 @@ def epoch_dataset(run, epoch, skip=0):
 
 def make_checkpoint_manager(run, model_dir):
     """A `tf.train.CheckpointManager` of model (all weights) and optimizer (slots + step)."""
-    import tensorflow as tf
 
     checkpoint = tf.train.Checkpoint(model=run.model, optimizer=run.optimizer)
     return tf.train.CheckpointManager(checkpoint, os.path.join(model_dir, "checkpoints"),
@@ -466,16 +503,15 @@ def load_pretrained(model_dir, *, checkpoint=None, strategy=None):
         ValueError: a missing or foreign directory, no checkpoint, or a checkpoint that does
             not match the configured architecture (one line each, naming the fix).
     """
-    import tensorflow as tf
 
     config_path = os.path.join(model_dir, CONFIG_FILE)
     facts_path = os.path.join(model_dir, FACTS_FILE)
     for path in (config_path, facts_path):
-        if not os.path.isfile(path):
+        if not filesystem.is_file(path):
             raise ValueError(f"{path} is missing: --model_dir must be a supcon_tf.pretrain run "
                              "directory that has started training.")
     try:
-        stored, facts = _read_json(config_path), _read_json(facts_path)
+        stored, facts = filesystem.read_json(config_path), filesystem.read_json(facts_path)
         for key in ("projection_units", "weight_decay_exclusions"):
             if key in stored:
                 stored[key] = tuple(stored[key])
@@ -483,7 +519,7 @@ def load_pretrained(model_dir, *, checkpoint=None, strategy=None):
         config = dataclasses.replace(config, num_train_examples=facts["num_train_examples"],
                                      num_classes=facts["num_classes"], strategy="default",
                                      tpu=None)
-    except (OSError, ValueError, TypeError, KeyError) as e:
+    except (OSError, ValueError, TypeError, KeyError, tf.errors.OpError) as e:
         raise ValueError(f"cannot read the run configuration in {model_dir} ({e}): it was not "
                          "written by this version of supcon_tf.pretrain.") from None
     run = build_run(config, strategy or tf.distribute.get_strategy(),
@@ -502,7 +538,6 @@ def load_pretrained(model_dir, *, checkpoint=None, strategy=None):
 
 def _restore(checkpoint, path, fix):
     """Restores `path` into `checkpoint`; any failure is one ValueError line ending in `fix`."""
-    import tensorflow as tf
 
     try:
         checkpoint.restore(path).assert_existing_objects_matched().expect_partial()
@@ -531,18 +566,56 @@ def restore_latest(run, model_dir, manager=None):
     return int(run.optimizer.iterations.numpy())
 
 
-def _make_step_checkpointer(manager, optimizer, every):
-    import keras
+def save_checkpoint(manager, step):
+    """Saves checkpoint `ckpt-<step>`; a failed write is one `filesystem.WriteError`.
 
-    class StepCheckpointer(keras.callbacks.Callback):
-        """Saves a checkpoint every `every` optimizer steps."""
+    `tf.train.CheckpointManager` writes a checkpoint's files under temporary names and lists
+    it in its index only once they are complete, so after a failure the previous checkpoints
+    are intact and a resumed run starts from the newest of them.
+    """
+    try:
+        return manager.save(checkpoint_number=step)
+    except (tf.errors.OpError, OSError) as e:
+        text = " ".join((getattr(e, "message", None) or str(e)).split())[:200]
+        raise filesystem.WriteError(
+            f"cannot write checkpoint {step} in {manager.directory} ({text}): free space or fix "
+            "permissions, then run the same command to resume from the last checkpoint."
+        ) from None
 
-        def on_train_batch_end(self, batch, logs=None):
-            step = int(optimizer.iterations.numpy())
-            if step % every == 0:
-                manager.save(checkpoint_number=step)
 
-    return StepCheckpointer()
+class StepCheckpointer(keras.callbacks.Callback):
+    """Saves a checkpoint every `every` optimizer steps and every `every_secs` seconds.
+
+    Args:
+        manager: the run's `tf.train.CheckpointManager`.
+        optimizer: the optimizer whose `iterations` is the step.
+        every: steps between checkpoints.
+        every_secs: seconds between checkpoints (measured from the last save or the start).
+    """
+
+    def __init__(self, manager, optimizer, every, every_secs):
+        super().__init__()
+        self.manager, self.optimizer = manager, optimizer
+        self.every, self.every_secs = every, every_secs
+        self.last_save = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.optimizer.iterations.numpy())
+        if step % self.every == 0 or time.monotonic() - self.last_save >= self.every_secs:
+            save_checkpoint(self.manager, step)
+            self.last_save = time.monotonic()
+
+
+class PreemptionCheck(keras.callbacks.Callback):
+    """Stops training after the current step once `watcher` saw SIGTERM/SIGINT."""
+
+    def __init__(self, watcher):
+        super().__init__()
+        self.watcher = watcher
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.watcher.requested:
+            self.model.stop_training = True
 
 
 def tensorboard_available():
@@ -559,11 +632,9 @@ def make_tensorboard_callback(log_dir, optimizer):
     writes the same per-epoch scalars (`<log_dir>/train/events.out.tfevents.*`, tags
     `epoch_<metric>`, step = epoch) with the raw `tf.summary.write`, which needs no tensorboard
     package (TensorFlow 2.21 does not install it)."""
-    import keras
 
     if tensorboard_available():
         return keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch")
-    import tensorflow as tf
     from tensorflow.core.framework import summary_pb2
 
     metadata = summary_pb2.SummaryMetadata()
@@ -618,8 +689,66 @@ def _plot_history(history, path):
     plots.save_curves(path, panels)
 
 
+class TrainingStopped(RuntimeError):
+    """The run stopped before its last step; `status` is the exit status a binary should use
+    and the message is one line saying why and what to do."""
+
+    def __init__(self, message, status=1):
+        super().__init__(message)
+        self.status = status
+
+
+def _export(run, model_dir):
+    """Writes `<model_dir>/saved_model`, replacing an earlier export only once complete.
+
+    Locally the export goes to a temporary directory that is renamed; on other filesystems
+    (object stores, `ram://`) a directory rename is not atomic and may drop files, so the
+    SavedModel is written in place after removing the old one.
+    """
+    from supcon_tf import export
+
+    saved_model = os.path.join(model_dir, "saved_model")
+    target = saved_model + ".tmp" if filesystem.is_local(model_dir) else saved_model
+    try:
+        for path in {target, saved_model} if target == saved_model else {target}:
+            if tf.io.gfile.isdir(path):
+                tf.io.gfile.rmtree(path)
+        signatures = export.export_saved_model(run.model, target)
+        if target != saved_model:
+            if tf.io.gfile.isdir(saved_model):
+                tf.io.gfile.rmtree(saved_model)
+            tf.io.gfile.rename(target, saved_model)
+    except (tf.errors.OpError, OSError) as e:
+        text = " ".join((getattr(e, "message", None) or str(e)).split())[:200]
+        raise filesystem.WriteError(f"cannot write the SavedModel {saved_model} ({text}): free "
+                                    "space, then run the same command again.") from None
+    return signatures
+
+
+def _data_error(run, error):
+    """A one-line `ValueError` naming the unreadable image behind a failure while reading an
+    image folder (training or monitor split), or None when that is not the cause."""
+    from supcon_tf.data import image_folders
+    from supcon_tf.data import sources
+
+    del error  # The reader's error does not say which file: find it.
+    config = run.config
+    if not config.dataset.startswith(sources.FOLDER_PREFIX):
+        return None
+    root = config.dataset[len(sources.FOLDER_PREFIX):]
+    for split in dict.fromkeys(s for s in (config.split, run.eval_split) if s):
+        failures = image_folders.unreadable_images(sources.folder_source(root, split).paths)
+        if failures:
+            return ValueError(image_folders.describe_unreadable(failures))
+    return None
+
+
 def train(run, model_dir, log=print):
-    """Trains (resuming from the latest checkpoint in `model_dir`) and writes every output.
+    """Trains (resuming from the newest readable checkpoint in `model_dir`), writes every output.
+
+    Run safety: unreadable checkpoints are moved aside (`checkpoint_integrity`); a non-finite
+    loss or weight stops the run before anything of it is saved; SIGTERM/SIGINT checkpoint the
+    current step and stop; a failed write names its path. The caller holds the run's lock.
 
     Args:
         run: A `Run` from `build_run`.
@@ -628,59 +757,80 @@ def train(run, model_dir, log=print):
 
     Returns:
         The results dict also written to `<model_dir>/results.json`.
-    """
-    import keras
-    import numpy as np
 
+    Raises:
+        TrainingStopped: non-finite values (status 1) or a signal (status 128 + signal), with
+            one line naming the step and what to do.
+        ValueError: an unreadable training image or no readable checkpoint (one line).
+        filesystem.WriteError: a file could not be written (one line naming it).
+    """
+    with preemption.PreemptionWatcher() as watcher:
+        return _train(run, model_dir, log, watcher)
+
+
+def _train(run, model_dir, log, watcher):
     config = run.config
     start_time = time.time()
-    write_json(os.path.join(model_dir, FACTS_FILE), {
-        "channels": run.channels, "num_train_examples": run.num_train_examples,
-        "num_classes": run.num_classes})
+    checkpoint_integrity.recover(os.path.join(model_dir, "checkpoints"), log=log)
     manager = make_checkpoint_manager(run, model_dir)
     resumed_from = restore_latest(run, model_dir, manager)
     if resumed_from:
         log(f"resumed from {manager.latest_checkpoint} at step {resumed_from}")
+    filesystem.write_json(os.path.join(model_dir, FACTS_FILE), {
+        "channels": run.channels, "num_train_examples": run.num_train_examples,
+        "num_classes": run.num_classes})
     history = {}
-    if resumed_from and os.path.exists(_history_path(model_dir)):
-        history = _read_json(_history_path(model_dir))
-    knn = _make_knn_monitor(run)
+    if resumed_from and filesystem.is_file(_history_path(model_dir)):
+        history = filesystem.read_json(_history_path(model_dir))
+    try:
+        knn = _make_knn_monitor(run)
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
+        raise _data_error(run, e) or e from None
+    collapse = monitors.CollapseMonitor(config.batch_size, config.num_views, log=log)
     callbacks = [knn] if knn else []  # First: the TensorBoard callback logs its knn_accuracy.
     callbacks += [
         make_tensorboard_callback(os.path.join(model_dir, "logs"), run.optimizer),
-        _make_step_checkpointer(manager, run.optimizer, config.checkpoint_every),
+        collapse,
+        PreemptionCheck(watcher),
+        StepCheckpointer(manager, run.optimizer, config.checkpoint_every,
+                         config.checkpoint_every_secs),
     ]
     step = resumed_from
     spe = run.steps_per_epoch
-    warnings.filterwarnings("ignore", message=".*shuffle=True.*")
-    while step < run.total_steps:
+    while step < run.total_steps and not watcher.requested:
         epoch = step // spe
         steps = min(spe * (epoch + 1), run.total_steps) - step
-        dataset = epoch_dataset(run, epoch, skip=step - epoch * spe)
-        fit = run.model.fit(dataset, initial_epoch=epoch, epochs=epoch + 1,
-                            steps_per_epoch=steps, callbacks=callbacks,
-                            verbose=config.verbose)
+        skip = step - epoch * spe
+        try:
+            fit = train_loop.fit(
+                run.model, run.strategy, None, initial_epoch=epoch, epochs=epoch + 1,
+                steps_per_epoch=steps, callbacks=callbacks, verbose=config.verbose,
+                dataset_for_epoch=lambda e, skip=skip: epoch_dataset(run, e, skip=skip))
+        except train_loop.NonFiniteError as e:
+            newest = manager.latest_checkpoint or "none (no checkpoint was written)"
+            raise TrainingStopped(
+                f"{e}; nothing of it was saved; newest good checkpoint: {newest}. Lower "
+                "--learning_rate (or raise --warmup_epochs) and run again; the same command "
+                "resumes from that checkpoint.") from None
+        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
+            raise _data_error(run, e) or e from None
         step = int(run.optimizer.iterations.numpy())
-        history.setdefault("epoch", []).append(epoch + 1)
-        history.setdefault("step", []).append(step)
-        for key, values in fit.history.items():
-            history.setdefault(key, []).append(float(values[-1]))
-        write_json(_history_path(model_dir), history)
+        if fit.history:
+            history.setdefault("epoch", []).append(epoch + 1)
+            history.setdefault("step", []).append(step)
+            for key, values in fit.history.items():
+                history.setdefault(key, []).append(float(values[-1]))
+            filesystem.write_json(_history_path(model_dir), history)
     if _checkpoint_step(manager) != step:
-        manager.save(checkpoint_number=step)
+        save_checkpoint(manager, step)
+    if watcher.requested:
+        error = preemption.Preempted(step, watcher.signum)
+        raise TrainingStopped(str(error), status=128 + int(watcher.signum))
 
-    saved_model = os.path.join(model_dir, "saved_model")
-    tmp = saved_model + ".tmp"
-    if os.path.exists(tmp):
-        shutil.rmtree(tmp)
-    signatures = run.model.export(tmp)
-    if os.path.exists(saved_model):
-        shutil.rmtree(saved_model)
-    os.replace(tmp, saved_model)
+    signatures = _export(run, model_dir)
     if history:
         _plot_history(history, os.path.join(model_dir, "loss.png"))
     if knn and len(knn.test[1]) > 4:
-        from supcon_tf import monitors
         from supcon_tf import plots
 
         images, labels = knn.test
@@ -689,23 +839,25 @@ def train(run, model_dir, log=print):
             (monitors.embed_images(run.model, images), labels)}, seed=config.seed)
 
     final = {k: v[-1] for k, v in history.items() if k not in ("epoch", "step")}
-    weights_finite = bool(all(np.all(np.isfinite(w)) for w in run.model.get_weights()
-                              if np.issubdtype(np.asarray(w).dtype, np.floating)))
     results_path = os.path.join(model_dir, RESULTS_FILE)
-    results = _read_json(results_path) if os.path.exists(results_path) else {}
+    results = filesystem.read_json(results_path) if filesystem.is_file(results_path) else {}
     results.update({
         "steps": step, "total_steps": run.total_steps, "steps_per_epoch": spe,
         "resumed_from_step": resumed_from, "dataset": config.dataset, "loss": config.loss,
         "batch_size": config.batch_size, "learning_rate": run.learning_rate,
-        "num_classes": run.num_classes, "final": final, "weights_finite": weights_finite,
+        "num_classes": run.num_classes, "final": final, "weights_finite": True,
         "signatures": signatures, "pretrain_seconds": round(time.time() - start_time, 1),
+        "collapse": {"collapsed_epochs": collapse.collapsed_epochs,
+                     "collapse_value": collapse.collapse_value()},
+        "skipped_images": {"count": len(run.skipped_images),
+                           "files": list(run.skipped_images[:100])},
     })
     for key in ("probe_accuracy", "knn_accuracy"):
         if key in final:
             results[key] = final[key]
     if knn:
         results["monitor"] = {"eval_split": run.eval_split, "examples": len(knn.test[1])}
-    write_json(results_path, results)
+    filesystem.write_json(results_path, results)
     return results
 
 
@@ -722,14 +874,14 @@ def monitor_arrays(config, split, count, seed):
         (uint8 `[n, S, S, C]` images, int64 `[n]` labels), n <= count.
     """
     import numpy as np
-    import tensorflow as tf
 
     from supcon_tf.data import augment
     from supcon_tf.data import sources
 
     resize = augment.build_augmenter("eval", config.image_size)
     data = sources.load_source(config.dataset, split, data_dir=config.data_dir,
-                               manual_dir=config.manual_dir)
+                               manual_dir=config.manual_dir,
+                               skip_unreadable_images=config.skip_unreadable_images)
     data = data.map(lambda image, label: (tf.cast(tf.round(resize(image) * 255.0), tf.uint8),
                                           label), num_parallel_calls=tf.data.AUTOTUNE)
     data = data.shuffle(2 * count, seed=seed).take(count).batch(256)
@@ -761,11 +913,23 @@ def _checkpoint_step(manager):
 def run_pretraining(config, model_dir, *, overwrite=False, log=print):
     """Checks, builds and trains in one call (the binary's sequence; see the module docstring).
 
+    The run directory is locked (`run_lock.RunLock`) from its first write to the end.
+
     Returns:
         The results dict.
+
+    Raises:
+        ValueError: a bad configuration, missing data, another run in `model_dir` (found
+            before anything is written), an unreadable image or no readable checkpoint.
+        run_lock.RunLockError: another process holds `model_dir`.
+        TrainingStopped, filesystem.WriteError: see `train`.
     """
     action = check_model_dir(model_dir, config, overwrite)
     run = build_run(config)
-    prepare_model_dir(model_dir, config, action)
-    return train(run, model_dir, log=log)
+    with run_lock.RunLock(model_dir, log=log):
+        prepare_model_dir(model_dir, config, action)
+        log(f"pretraining {config.loss} on {config.dataset}: {run.total_steps} steps "
+            f"({run.steps_per_epoch} per epoch) of batch {config.batch_size}, lr "
+            f"{run.learning_rate:g}; model_dir {model_dir} ({action})")
+        return train(run, model_dir, log=log)
 

@@ -39,6 +39,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from supcon_tf import cli  # noqa: E402
+from supcon_tf import filesystem  # noqa: E402
 from supcon_tf.evaluation import transfer as registry  # noqa: E402
 
 MODES = ("linear", "finetune")
@@ -212,7 +213,6 @@ def _describe(report):
 
 def main(argv):
     cli.start(argv, FLAGS.model_dir, "the pretraining run to evaluate")
-    from supcon_tf import training
     from supcon_tf.evaluation import finetune
 
     try:
@@ -243,7 +243,7 @@ def main(argv):
         except ValueError as error:  # malformed files found while reading
             cli.fail(f"{key}: {error}")
         report["seconds"] = round(time.time() - start, 1)
-        training.write_json(os.path.join(output_dir, f"{key}.json"), report)
+        filesystem.write_json(os.path.join(output_dir, f"{key}.json"), report)
         reports[key] = report
         print(_describe(report))
 
@@ -252,7 +252,7 @@ def main(argv):
     results = {**summary.to_dict(), "mode": FLAGS.mode, "encoder": encoder_source,
                "image_size": int(image_size), "seed": FLAGS.seed, "skipped": missing,
                "benchmarks": reports}
-    training.write_json(os.path.join(output_dir, RESULTS_FILE), results)
+    filesystem.write_json(os.path.join(output_dir, RESULTS_FILE), results)
     table_path = os.path.join(output_dir, TABLE_FILE)
     with open(table_path + ".tmp", "w") as f:
         f.write(summary.markdown)

@@ -96,3 +96,24 @@ def write_folders(manual_dir):
                         os.path.join(folder, f"{index:03d}.png"))
 
 
+
+
+def reference_run_dir(tmp_path_factory):
+    """An uninterrupted 8-step run of `TINY_ARGS`, made once per test session: what resumed,
+    recovered or preempted runs of the same command must end equal to."""
+    model_dir = tmp_path_factory.getbasetemp() / "reference_tiny_run" / "run"
+    if not (model_dir / "results.json").exists():
+        model_dir.parent.mkdir(exist_ok=True)
+        result = run_binary("supcon_tf.pretrain", *TINY_ARGS, f"--model_dir={model_dir}")
+        assert result.returncode == 0, result.stderr[-3000:]
+    return str(model_dir)
+
+
+def assert_same_checkpoint(model_dir, reference_dir, context=""):
+    """The latest checkpoints of two runs hold the same values (resume is exact up to float
+    reassociation: rtol 1e-4)."""
+    resumed, reference = checkpoint_values(model_dir), checkpoint_values(reference_dir)
+    assert resumed.keys() == reference.keys(), context
+    for key in reference:
+        np.testing.assert_allclose(resumed[key], reference[key], rtol=1e-4, atol=1e-5,
+                                   err_msg=f"{key} {context}")

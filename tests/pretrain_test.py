@@ -278,21 +278,6 @@ def test_refuses_a_run_dir_with_a_different_configuration(tiny_run):
 
 
 @pytest.mark.slow
-def test_unreadable_checkpoint_is_one_line_and_changes_nothing(tiny_run, tmp_path):
-    model_dir = str(tmp_path / "run")
-    shutil.copytree(tiny_run[0], model_dir)
-    with open(os.path.join(model_dir, "checkpoints", "ckpt-8.index"), "wb") as f:
-        f.write(b"not a checkpoint")
-    before = snapshot(model_dir)
-    result = run_binary("supcon_tf.pretrain", *TINY_ARGS, f"--model_dir={model_dir}")
-    assert result.returncode != 0
-    lines = user_stderr_lines(result.stderr)
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("error: cannot restore checkpoint"), lines[0]
-    assert snapshot(model_dir) == before
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("bad_flag, message", [
     ("--loss=supcn", "--loss='supcn' is unknown"),
     ("--batch_size=0", "--batch_size must be a positive integer"),

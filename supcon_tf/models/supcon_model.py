@@ -15,6 +15,7 @@ the replica count so that the summed gradients are those of the global mean.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from supcon_tf import distribute
@@ -28,6 +29,51 @@ _NEEDS_LABELS = ("cross_entropy", "joint")
 _WITH_MEMORY = ("supcon", "simclr", "joint")
 _IMAGE_KEYS = ("images", "image", "views")
 _LABEL_KEYS = ("labels", "label")
+
+
+# The options each loss takes through `loss_options` (its keyword arguments that the model does
+# not set itself: features, labels, temperature and the memory keys are the model's).
+LOSS_OPTIONS = {
+    "supcon": ("contrast_mode", "summation", "denominator", "positives_cap",
+               "scale_by_temperature"),
+    "joint": ("contrast_mode", "summation", "denominator", "positives_cap",
+              "scale_by_temperature"),
+    "simclr": (),
+    "cross_entropy": (),
+    "n_pairs": ("l2_penalty",),
+    "triplet": ("margin", "mining"),
+    "max_margin": ("margin",),
+}
+
+
+def check_loss_options(name, temperature, options, num_views):
+    """Validates `loss_options` of loss `name` at construction: names, then values.
+
+    The values are checked by computing the loss once on a tiny random batch, so every check
+    the loss function itself makes applies, reported as one line naming the loss and its
+    options.
+
+    Raises:
+        ValueError: an unknown option, or a value the loss refuses.
+    """
+    legal = LOSS_OPTIONS[name]
+    unknown = sorted(set(options) - set(legal))
+    if unknown:
+        valid = ", ".join(legal) if legal else "none"
+        raise ValueError(f"loss_options {unknown} are not options of loss {name!r}; its "
+                         f"options are: {valid}.")
+    fn = _contrastive_fn(name, temperature, options)
+    if fn is None or not options:
+        return
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(4, max(num_views, 2), 4)).astype("float32")
+    features /= np.linalg.norm(features, axis=-1, keepdims=True)
+    try:
+        fn(features, np.array([0, 1, 0, 1]))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"loss_options {options} of loss {name!r}: "
+                         f"{' '.join(str(e).split())} (its options are: "
+                         f"{', '.join(legal)}).") from None
 
 
 def _contrastive_fn(name, temperature, options):
@@ -134,6 +180,7 @@ class SupConModel(keras.Model):
         self.sync_batch_norm = sync_batch_norm
         self.memory_size = memory_size
         self.memory_momentum = memory_momentum
+        check_loss_options(loss, temperature, self.loss_options, num_views)
         self._contrastive = _contrastive_fn(loss, temperature, self.loss_options)
 
         feature_dim = output_shape[-1]
@@ -380,9 +427,45 @@ class SupConModel(keras.Model):
             config["augmenter"] = keras.saving.deserialize_keras_object(config["augmenter"])
         return cls(**config)
 
-    def export(self, path):
+    # ------------------------------------------------------------------------------------------
+    # Compilation: the loss and the metrics are the model's own.
+    # ------------------------------------------------------------------------------------------
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
+        """Configures training: the optimizer (and Keras' `jit_compile`, `run_eagerly`, ...).
+
+        The loss is a constructor argument (`SupConModel(encoder, loss="supcon", ...)`) and the
+        model tracks its own metrics (`loss`, `contrastive_loss`, `ce_loss`, `accuracy`,
+        `probe_loss`, `probe_accuracy`); a `loss`, `metrics`, `weighted_metrics` or
+        `loss_weights` given here would be silently unused, so they are refused.
+
+        Raises:
+            ValueError: `loss`, `metrics`, `weighted_metrics` or `loss_weights` was given.
+        """
+        given = {"loss": loss, "metrics": metrics,
+                 "weighted_metrics": kwargs.pop("weighted_metrics", None),
+                 "loss_weights": kwargs.pop("loss_weights", None)}
+        given = sorted(name for name, value in given.items() if value is not None)
+        if given:
+            raise ValueError(
+                f"SupConModel.compile does not take {', '.join(given)}: the loss is set when "
+                f"the model is built (SupConModel(encoder, loss={self.loss_name!r}, "
+                "loss_options=...)) and the model tracks its own metrics; pass only the "
+                "optimizer (and jit_compile, steps_per_execution, ...).")
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def compile_from_config(self, config):
+        """Recompiles a reloaded `.keras` model with its saved optimizer (state restored by
+        Keras afterwards)."""
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def export_saved_model(self, path):
         """Writes a SavedModel with `embed`, `project` and (with a classifier or probe)
-        `classify` signatures; see `supcon_tf.export.export_saved_model`."""
+        `classify` signatures; see `supcon_tf.export.export_saved_model`. (`export` keeps
+        Keras' meaning: `keras.Model.export(filepath, format="tf_saved_model", ...)`.)"""
         from supcon_tf import export
 
         return export.export_saved_model(self, path)

@@ -157,7 +157,7 @@ def test_export_loads_in_a_fresh_process_without_supcon_tf(tmp_path):
     model = SupConModel(_encoder(), projection_units=[4], num_classes=3)
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
-    assert model.export(str(tmp_path / "saved")) == ["classify", "embed", "project"]
+    assert model.export_saved_model(str(tmp_path / "saved")) == ["classify", "embed", "project"]
     np.save(tmp_path / "images.npy", x[:, 0])
     (tmp_path / "load.py").write_text(_LOAD_SCRIPT)
     result = subprocess.run(
@@ -173,7 +173,7 @@ def test_export_loads_in_a_fresh_process_without_supcon_tf(tmp_path):
     np.testing.assert_allclose(out["classify"]["logits"], model.probe(features),
                                rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="already exists and is not empty"):
-        model.export(str(tmp_path / "saved"))
+        model.export_saved_model(str(tmp_path / "saved"))
 
 
 @pytest.mark.parametrize("loss", ["supcon", "simclr"])
