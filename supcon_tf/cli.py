@@ -32,3 +32,23 @@ def start(argv, model_dir, what):
     logging.set_verbosity(logging.WARNING)
     if not model_dir:
         fail(f"--model_dir is required ({what}).")
+
+
+def make_strategy(flag_values):
+    """The binaries' `tf.distribute.Strategy` from `--strategy`, `--tpu` and `--cpu_devices`.
+
+    Called first in `main`, before any other TensorFlow op: multi-worker collectives and
+    logical CPU devices must be configured at program start-up. A bad value is one line.
+    """
+    from supcon_tf import distribute
+
+    try:
+        devices = distribute.configure_cpu_devices(flag_values.cpu_devices)
+        if flag_values.cpu_devices > 1 and flag_values.strategy != "mirrored":
+            raise ValueError(f"--cpu_devices={flag_values.cpu_devices} only makes sense with "
+                             "--strategy=mirrored (it makes one replica per device).")
+        return distribute.make_strategy(
+            flag_values.strategy, tpu=flag_values.tpu,
+            devices=devices if flag_values.cpu_devices > 1 else None)
+    except ValueError as e:
+        fail(e)

@@ -223,3 +223,41 @@ def local_cluster_configs(num_workers, host="127.0.0.1"):
     cluster = {"worker": [f"{host}:{port}" for port in ports]}
     return [json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
             for index in range(num_workers)]
+
+
+def num_workers(strategy):
+    """Input workers (hosts) of `strategy`: 1 except under multi-worker strategies."""
+    return int(getattr(strategy.extended, "_num_workers", 1) or 1)
+
+
+def is_chief(strategy):
+    """Whether this process owns the run directory (the Keras multi-worker convention).
+
+    The chief is the "chief" task, or worker 0 of a cluster without one; a process outside a
+    cluster (one device, mirrored, a TPU host) is always the chief.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    if num_workers(strategy) <= 1 or not spec:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in spec
+
+
+def barrier(strategy):
+    """Returns once every worker of `strategy` got here (a one-scalar all-reduce)."""
+    if num_workers(strategy) <= 1:
+        return
+    import tensorflow as tf
+
+    value = strategy.run(lambda: tf.constant(1.0))
+    strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None).numpy()
+
+
+def any_worker(strategy, flag):
+    """Whether `flag` (a Python bool) is true on any worker; every worker must call this."""
+    import tensorflow as tf
+
+    value = strategy.run(lambda: tf.constant(float(flag)))
+    return bool(strategy.reduce(tf.distribute.ReduceOp.MAX, value, axis=None).numpy() > 0)

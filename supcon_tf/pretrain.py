@@ -80,6 +80,8 @@ flags.DEFINE_bool("skip_unreadable_images", False, "Image folders: decode every 
                   "stopping at the first one.")
 flags.DEFINE_string("mixed_precision", "none", "none | mixed_float16 | mixed_bfloat16.")
 flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu (local on a TPU VM).")
+flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into this many logical devices, so that "
+                     "--strategy=mirrored runs that many replicas on a machine without GPUs.")
 flags.DEFINE_string("eval_split", None, "Held-out split of the kNN monitor and t-SNE plot "
                     "(default: the source's 'test', else 'validation').")
 flags.DEFINE_integer("monitor_examples", 1000, "Held-out (and training) images of the per-epoch "
@@ -104,14 +106,18 @@ def config_from_flags(flag_values):
 
 def main(argv):
     cli.start(argv, FLAGS.model_dir, "the run directory")
+    strategy = cli.make_strategy(FLAGS)  # First: before any other TensorFlow op.
+    from supcon_tf import distribute
     from supcon_tf import filesystem
     from supcon_tf import run_lock
     from supcon_tf import training
 
+    chief = distribute.is_chief(strategy)
     try:
         config = config_from_flags(FLAGS)
-        results = training.run_pretraining(config, FLAGS.model_dir, overwrite=FLAGS.overwrite,
-                                           log=lambda line: print(line, flush=True))
+        results = training.run_pretraining(
+            config, FLAGS.model_dir, overwrite=FLAGS.overwrite, strategy=strategy,
+            log=lambda line: print(line, flush=True) if chief else None)
     except (ValueError, run_lock.RunLockError) as e:
         # Bad flags, missing data, another run or another writer in --model_dir (all found
         # before anything is written); an unreadable image; no readable checkpoint.
@@ -120,6 +126,8 @@ def main(argv):
         cli.fail(e, status=e.status)
     except filesystem.WriteError as e:
         cli.fail(e, status=1)
+    if not chief:
+        return
     final = ", ".join(f"{k} {v:.4f}" for k, v in sorted(results["final"].items()))
     print(f"done: {results['steps']} steps; final {final}", flush=True)
     print(f"wrote {os.path.join(FLAGS.model_dir, 'results.json')} and "

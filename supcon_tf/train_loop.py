@@ -63,7 +63,8 @@ def make_step_function(model, strategy, jit_compile=False, check_finite=True):
             step (see `weights_finite`).
 
     Returns:
-        `step(batch) -> {name: scalar tensor}`, the train step's logs of the first replica.
+        `step(batch) -> {name: scalar tensor}`, the train step's logs: the model's metrics
+        aggregated over all replicas (any other value from the first replica).
     """
     replica_step = model.train_step
     if jit_compile:
@@ -71,8 +72,12 @@ def make_step_function(model, strategy, jit_compile=False, check_finite=True):
 
     @tf.function
     def step(batch):
-        logs = strategy.run(replica_step, args=(batch,))
-        logs = {name: _first_replica(value, strategy) for name, value in logs.items()}
+        per_replica = strategy.run(replica_step, args=(batch,))
+        # The trackers read here, outside the replicas, are aggregated over every replica;
+        # a replica's own result() (what the step returns) is its share of the batch only.
+        tracked = {metric.name: metric.result() for metric in model.metrics}
+        logs = {name: tracked[name] if name in tracked else _first_replica(value, strategy)
+                for name, value in per_replica.items()}
         if check_finite:
             logs[FINITE_KEY] = weights_finite(model.weights)
         return logs

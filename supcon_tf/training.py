@@ -27,6 +27,8 @@ re-reading at most one epoch.
 import dataclasses
 import os
 import re
+import shutil
+import tempfile
 import time
 import zlib
 
@@ -34,6 +36,7 @@ import keras
 import tensorflow as tf
 
 from supcon_tf import checkpoint_integrity
+from supcon_tf import distribute
 from supcon_tf import filesystem
 from supcon_tf import monitors
 from supcon_tf import preemption
@@ -463,16 +466,27 @@ def epoch_seed(seed, epoch):
 
 
 def epoch_dataset(run, epoch, skip=0):
-    """The batches of data epoch `epoch` (reseeded deterministically), first `skip` dropped."""
+    """The batches of data epoch `epoch` (reseeded deterministically), first `skip` dropped.
+
+    One worker: a `tf.data.Dataset` of global batches (the loop splits each over the local
+    replicas). Several workers: a distributed dataset in which each worker reads its own shard
+    of the source (every example once per epoch over all workers) with its own seeds, in
+    per-replica batches of `batch_size / replicas`.
+    """
     from supcon_tf.data import pipeline
 
     config = run.config
-    dataset = pipeline.make_dataset(
-        run.train_source or config.dataset, config.augmentation, config.num_views,
-        config.batch_size,
-        config.image_size, training=True, seed=epoch_seed(config.seed, epoch),
-        split=config.split, data_dir=config.data_dir, manual_dir=config.manual_dir,
-        augment_options=augment_options(config))
+    source = run.train_source or config.dataset
+    options = dict(training=True, seed=epoch_seed(config.seed, epoch), split=config.split,
+                   data_dir=config.data_dir, manual_dir=config.manual_dir,
+                   augment_options=augment_options(config))
+    if distribute.num_workers(run.strategy) > 1:
+        dataset = pipeline.make_distributed_dataset(
+            run.strategy, source, config.augmentation, config.num_views, config.batch_size,
+            config.image_size, skip=skip, **options)
+        return dataset
+    dataset = pipeline.make_dataset(source, config.augmentation, config.num_views,
+                                    config.batch_size, config.image_size, **options)
     return dataset.skip(skip) if skip else dataset
 
 
@@ -546,26 +560,6 @@ def _restore(checkpoint, path, fix):
         raise ValueError(f"cannot restore checkpoint {path} ({first[:200]}): {fix}.") from None
 
 
-def restore_latest(run, model_dir, manager=None):
-    """Restores the latest checkpoint of `model_dir` (if any) into `run`; writes nothing.
-
-    Restoring the same checkpoint twice is harmless, so a binary can call this while it still
-    validates (to report an unreadable checkpoint as one line) and `train` calls it again.
-
-    Returns:
-        The optimizer step restored (0 without a checkpoint).
-
-    Raises:
-        ValueError: the checkpoint is unreadable or does not match the model (architecture).
-    """
-    manager = manager or make_checkpoint_manager(run, model_dir)
-    path = manager.latest_checkpoint
-    if not path:
-        return 0
-    _restore(manager.checkpoint, path, "delete the run or pass --overwrite to start over")
-    return int(run.optimizer.iterations.numpy())
-
-
 def save_checkpoint(manager, step):
     """Saves checkpoint `ckpt-<step>`; a failed write is one `filesystem.WriteError`.
 
@@ -591,23 +585,41 @@ class StepCheckpointer(keras.callbacks.Callback):
         optimizer: the optimizer whose `iterations` is the step.
         every: steps between checkpoints.
         every_secs: seconds between checkpoints (measured from the last save or the start).
+        strategy: the run's strategy (several workers agree on time-based saves).
+        last_saved_step: the step of the checkpoint the run resumed from.
     """
 
-    def __init__(self, manager, optimizer, every, every_secs):
+    def __init__(self, manager, optimizer, every, every_secs, strategy=None,
+                 last_saved_step=0):
         super().__init__()
         self.manager, self.optimizer = manager, optimizer
         self.every, self.every_secs = every, every_secs
+        self.strategy = strategy
         self.last_save = time.monotonic()
+        self.last_saved_step = last_saved_step
+
+    def _time_is_up(self):
+        """Whether `every_secs` passed; with several workers, on any of them (all save
+        together: a save is a collective step of every worker)."""
+        late = time.monotonic() - self.last_save >= self.every_secs
+        if self.strategy is None or distribute.num_workers(self.strategy) <= 1:
+            return late
+        return distribute.any_worker(self.strategy, late)
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.optimizer.iterations.numpy())
-        if step % self.every == 0 or time.monotonic() - self.last_save >= self.every_secs:
+        if step % self.every == 0 or self._time_is_up():
             save_checkpoint(self.manager, step)
             self.last_save = time.monotonic()
+            self.last_saved_step = step
 
 
 class PreemptionCheck(keras.callbacks.Callback):
-    """Stops training after the current step once `watcher` saw SIGTERM/SIGINT."""
+    """Raises `preemption.Preempted` after the current step once `watcher` saw SIGTERM/SIGINT.
+
+    Raising (rather than `stop_training`) skips the epoch-end work (the kNN monitor, logs),
+    so the process saves and exits within the platform's grace period.
+    """
 
     def __init__(self, watcher):
         super().__init__()
@@ -615,7 +627,8 @@ class PreemptionCheck(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if self.watcher.requested:
-            self.model.stop_training = True
+            raise preemption.Preempted(self.model.optimizer.iterations.numpy(),
+                                       self.watcher.signum)
 
 
 def tensorboard_available():
@@ -743,7 +756,7 @@ def _data_error(run, error):
     return None
 
 
-def train(run, model_dir, log=print):
+def train(run, model_dir, log=print, *, work_dir=None):
     """Trains (resuming from the newest readable checkpoint in `model_dir`), writes every output.
 
     Run safety: unreadable checkpoints are moved aside (`checkpoint_integrity`); a non-finite
@@ -754,6 +767,8 @@ def train(run, model_dir, log=print):
         run: A `Run` from `build_run`.
         model_dir: The prepared run directory (`prepare_model_dir`).
         log: Callable taking one progress line.
+        work_dir: a worker that is not the chief (multi-worker): it reads the chief's
+            checkpoints in `model_dir` and writes everything to this temporary directory.
 
     Returns:
         The results dict also written to `<model_dir>/results.json`.
@@ -765,17 +780,28 @@ def train(run, model_dir, log=print):
         filesystem.WriteError: a file could not be written (one line naming it).
     """
     with preemption.PreemptionWatcher() as watcher:
-        return _train(run, model_dir, log, watcher)
+        return _train(run, model_dir, log, watcher, work_dir=work_dir)
 
 
-def _train(run, model_dir, log, watcher):
+def _train(run, model_dir, log, watcher, work_dir=None):
     config = run.config
     start_time = time.time()
-    checkpoint_integrity.recover(os.path.join(model_dir, "checkpoints"), log=log)
-    manager = make_checkpoint_manager(run, model_dir)
-    resumed_from = restore_latest(run, model_dir, manager)
-    if resumed_from:
-        log(f"resumed from {manager.latest_checkpoint} at step {resumed_from}")
+    chief = work_dir is None
+    checkpoints = os.path.join(model_dir, "checkpoints")
+    if chief:
+        checkpoint_integrity.recover(checkpoints, log=log)
+    distribute.barrier(run.strategy)  # Other workers read the chief's recovered checkpoints.
+    # A worker that is not the chief resumes from the chief's checkpoints and writes its own
+    # (every worker takes part in each save) to `work_dir`, which the caller removes.
+    out = model_dir if chief else work_dir
+    manager = make_checkpoint_manager(run, out)
+    latest = tf.train.latest_checkpoint(checkpoints)
+    resumed_from = 0
+    if latest:
+        _restore(manager.checkpoint, latest, "delete the run or pass --overwrite to start over")
+        resumed_from = int(run.optimizer.iterations.numpy())
+        log(f"resumed from {latest} at step {resumed_from}")
+    model_dir = out
     filesystem.write_json(os.path.join(model_dir, FACTS_FILE), {
         "channels": run.channels, "num_train_examples": run.num_train_examples,
         "num_classes": run.num_classes})
@@ -793,8 +819,10 @@ def _train(run, model_dir, log, watcher):
         collapse,
         PreemptionCheck(watcher),
         StepCheckpointer(manager, run.optimizer, config.checkpoint_every,
-                         config.checkpoint_every_secs),
+                         config.checkpoint_every_secs, strategy=run.strategy,
+                         last_saved_step=resumed_from),
     ]
+    checkpointer = callbacks[-1]
     step = resumed_from
     spe = run.steps_per_epoch
     while step < run.total_steps and not watcher.requested:
@@ -806,6 +834,8 @@ def _train(run, model_dir, log, watcher):
                 run.model, run.strategy, None, initial_epoch=epoch, epochs=epoch + 1,
                 steps_per_epoch=steps, callbacks=callbacks, verbose=config.verbose,
                 dataset_for_epoch=lambda e, skip=skip: epoch_dataset(run, e, skip=skip))
+        except preemption.Preempted:
+            break
         except train_loop.NonFiniteError as e:
             newest = manager.latest_checkpoint or "none (no checkpoint was written)"
             raise TrainingStopped(
@@ -821,16 +851,17 @@ def _train(run, model_dir, log, watcher):
             for key, values in fit.history.items():
                 history.setdefault(key, []).append(float(values[-1]))
             filesystem.write_json(_history_path(model_dir), history)
-    if _checkpoint_step(manager) != step:
+    step = int(run.optimizer.iterations.numpy())
+    if checkpointer.last_saved_step != step:
         save_checkpoint(manager, step)
     if watcher.requested:
         error = preemption.Preempted(step, watcher.signum)
         raise TrainingStopped(str(error), status=128 + int(watcher.signum))
 
     signatures = _export(run, model_dir)
-    if history:
+    if history and chief:
         _plot_history(history, os.path.join(model_dir, "loss.png"))
-    if knn and len(knn.test[1]) > 4:
+    if knn and len(knn.test[1]) > 4 and chief:
         from supcon_tf import plots
 
         images, labels = knn.test
@@ -901,19 +932,20 @@ def _make_knn_monitor(run):
     return monitors.KNNAccuracy(*reference, *held_out, k=min(20, len(reference[1])))
 
 
-def _checkpoint_step(manager):
-    """The step number in the latest checkpoint's file name (ckpt-<step>)."""
-    name = os.path.basename(manager.latest_checkpoint or "")
-    try:
-        return int(name.rsplit("-", 1)[-1])
-    except ValueError:
-        return -1
-
-
-def run_pretraining(config, model_dir, *, overwrite=False, log=print):
+def run_pretraining(config, model_dir, *, overwrite=False, log=print, strategy=None):
     """Checks, builds and trains in one call (the binary's sequence; see the module docstring).
 
-    The run directory is locked (`run_lock.RunLock`) from its first write to the end.
+    The run directory is locked (`run_lock.RunLock`) from its first write to the end. Under
+    a multi-worker strategy only the chief writes it; the other workers write to temporary
+    directories that they remove (the Keras convention) and print nothing.
+
+    Args:
+        config: a `PretrainConfig`.
+        model_dir: the run directory (any `tf.io.gfile` path).
+        overwrite: replace a different run found in `model_dir`.
+        log: callable taking one progress line.
+        strategy: the `tf.distribute.Strategy`, created by the caller before any other
+            TensorFlow op (default: `config.strategy`, made here).
 
     Returns:
         The results dict.
@@ -925,7 +957,13 @@ def run_pretraining(config, model_dir, *, overwrite=False, log=print):
         TrainingStopped, filesystem.WriteError: see `train`.
     """
     action = check_model_dir(model_dir, config, overwrite)
-    run = build_run(config)
+    run = build_run(config, strategy)
+    if not distribute.is_chief(run.strategy):  # The chief owns model_dir.
+        work_dir = tempfile.mkdtemp(prefix="supcon_worker_")
+        try:
+            return train(run, model_dir, log=lambda line: None, work_dir=work_dir)
+        finally:
+            shutil.rmtree(work_dir, ignore_errors=True)
     with run_lock.RunLock(model_dir, log=log):
         prepare_model_dir(model_dir, config, action)
         log(f"pretraining {config.loss} on {config.dataset}: {run.total_steps} steps "

@@ -60,15 +60,18 @@ def test_one_device_equals_fit():
 
 
 def test_two_replicas_equal_one_device(two_cpu_strategy):
-    start, reference, _ = _reference()
+    start, reference, reference_history = _reference()
     with two_cpu_strategy.scope():
         model = _model(2)
     for variable, value in zip(model.weights, start):
         variable.assign(value)
-    train_loop.fit(model, two_cpu_strategy, None, epochs=2, steps_per_epoch=STEPS, verbose=0,
-                   dataset_for_epoch=lambda epoch: _dataset(*_data()))
+    history = train_loop.fit(model, two_cpu_strategy, None, epochs=2, steps_per_epoch=STEPS,
+                             verbose=0, dataset_for_epoch=lambda epoch: _dataset(*_data()))
     for a, b in zip(model.weights, reference.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5, err_msg=a.path)
+    # The logged metrics are those of the global batch, not of one replica's half.
+    for name, values in reference_history.items():
+        np.testing.assert_allclose(history.history[name], values, rtol=1e-5, err_msg=name)
 
 
 def test_a_callback_stops_training_after_its_step():

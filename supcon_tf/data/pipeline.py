@@ -119,7 +119,7 @@ def make_dataset(source, policy, num_views, batch_size, image_size, *, training=
 
 
 def make_distributed_dataset(strategy, source, policy, num_views, global_batch_size,
-                             image_size, **kwargs):
+                             image_size, skip=0, **kwargs):
     """One pipeline per input worker, distributed by `strategy`.
 
     Args:
@@ -127,6 +127,7 @@ def make_distributed_dataset(strategy, source, policy, num_views, global_batch_s
         source, policy, num_views, image_size: As for `make_dataset`.
         global_batch_size: Images per step over all replicas; a multiple of
             `strategy.num_replicas_in_sync`.
+        skip: per-replica batches each input pipeline drops first (a resumed run's position).
         **kwargs: Further `make_dataset` keywords (`seed`, `training`, ...). With several input
             workers each reads its own shard (`shard` is set from the input context) and uses
             its own seeds.
@@ -151,8 +152,11 @@ def make_distributed_dataset(strategy, source, policy, num_views, global_batch_s
         shard = None
         if input_context.num_input_pipelines > 1:
             shard = (input_context.num_input_pipelines, input_context.input_pipeline_id)
-        return make_dataset(source, policy, num_views, per_replica, image_size, shard=shard,
-                            **kwargs)
+        dataset = make_dataset(source, policy, num_views, per_replica, image_size, shard=shard,
+                               **kwargs)
+        # Each pipeline feeds its replicas in turn: a global step takes one batch per replica.
+        return dataset.skip(skip * input_context.num_replicas_in_sync
+                            // input_context.num_input_pipelines) if skip else dataset
 
     return strategy.distribute_datasets_from_function(dataset_fn)
 
