@@ -14,6 +14,8 @@ whole batch. Under a non-TensorFlow Keras backend (e.g. JAX for GPU benchmarks) 
 replica context and the inputs are returned unchanged.
 """
 
+import weakref
+
 import keras
 
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
@@ -245,19 +247,30 @@ def is_chief(strategy):
     return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in spec
 
 
-def barrier(strategy):
-    """Returns once every worker of `strategy` got here (a one-scalar all-reduce)."""
-    if num_workers(strategy) <= 1:
-        return
+def _sum_over_replicas(strategy, value):
+    """The sum over every replica (of every worker) of the float `value` each one gives."""
     import tensorflow as tf
 
-    value = strategy.run(lambda: tf.constant(1.0))
-    strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None).numpy()
+    function = _SUM_FUNCTIONS.get(strategy)
+    if function is None:
+        @tf.function
+        def function(value):
+            per_replica = strategy.run(tf.identity, args=(value,))
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+        _SUM_FUNCTIONS[strategy] = function
+    return float(function(tf.constant(value, tf.float32)))
+
+
+_SUM_FUNCTIONS = weakref.WeakKeyDictionary()
+
+
+def barrier(strategy):
+    """Returns once every worker of `strategy` got here (a one-scalar all-reduce)."""
+    if num_workers(strategy) > 1:
+        _sum_over_replicas(strategy, 1.0)
 
 
 def any_worker(strategy, flag):
     """Whether `flag` (a Python bool) is true on any worker; every worker must call this."""
-    import tensorflow as tf
-
-    value = strategy.run(lambda: tf.constant(float(flag)))
-    return bool(strategy.reduce(tf.distribute.ReduceOp.MAX, value, axis=None).numpy() > 0)
+    return _sum_over_replicas(strategy, float(bool(flag))) > 0

@@ -21,6 +21,8 @@ import os
 
 import tensorflow as tf
 
+from supcon_tf import filesystem
+
 # Tolerated overshoot of [0, 1] (bicubic resizing overshoots slightly before clipping).
 RANGE_TOLERANCE = 1e-3
 
@@ -75,7 +77,7 @@ def export_saved_model(model, path):
     Raises:
         ValueError: `path` exists and is not an empty directory (nothing is overwritten).
     """
-    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+    if filesystem.is_file(path) or (filesystem.is_dir(path) and tf.io.gfile.listdir(path)):
         raise ValueError(
             f"Export path {path} already exists and is not empty: remove it or choose another.")
     spec = _image_spec(model.encoder)
@@ -126,7 +128,7 @@ def load_embed(path):
     Raises:
         ValueError: no SavedModel at `path`, or it has no usable `embed` signature.
     """
-    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+    if not filesystem.is_file(os.path.join(path, "saved_model.pb")):
         raise ValueError(f"no SavedModel at {path}: run supcon_tf.pretrain first (it exports "
                          "<model_dir>/saved_model), or evaluate a checkpoint with --checkpoint.")
     try:

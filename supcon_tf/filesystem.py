@@ -93,6 +93,28 @@ def is_file(path):
         return False
 
 
+def is_dir(path):
+    """Whether `path` is an existing directory.
+
+    `tf.io.gfile.isdir` on `ram://` is true for any name prefix of an entry, so the parent's
+    listing decides there.
+    """
+    path = str(path).rstrip("/")
+    parent, name = os.path.split(path)
+    try:
+        if not is_local(path) and name not in [e.rstrip("/") for e in
+                                                tf.io.gfile.listdir(parent)]:
+            return False
+        return tf.io.gfile.isdir(path)
+    except tf.errors.OpError:
+        return False
+
+
 def is_empty_dir(path):
     """Whether `path` is missing or an empty directory."""
     return not tf.io.gfile.isdir(path) or not tf.io.gfile.listdir(path)
+
+
+def makedirs(path):
+    """Creates directory `path` and its parents (no error when it exists)."""
+    tf.io.gfile.makedirs(path)

@@ -37,7 +37,6 @@ The flags live in this module's own `FLAGS` (an `absl.flags.FlagValues`, not the
 this module and `supcon_tf.pretrain` can be imported in one process.
 """
 
-import json
 import os
 import time
 
@@ -216,7 +215,7 @@ def _check_flags():
     """Range checks of the flags that `config_from_flags` does not cover."""
     from supcon_tf import distribute
 
-    if not os.path.isdir(FLAGS.model_dir):
+    if not filesystem.is_dir(FLAGS.model_dir):
         raise ValueError(f"--model_dir {FLAGS.model_dir} does not exist.")
     for name in ("batch_size", "draws"):
         if getattr(FLAGS, name) < 1:
@@ -260,9 +259,8 @@ def main(argv):
         _check_flags()
         config_path = os.path.join(FLAGS.model_dir, training.CONFIG_FILE)
         run_config = {}
-        if os.path.exists(config_path):
-            with open(config_path) as f:
-                run_config = json.load(f)
+        if filesystem.is_file(config_path):
+            run_config = filesystem.read_json(config_path)
         dataset = FLAGS.dataset or run_config.get("dataset")
         if not dataset:
             raise ValueError(f"no --dataset given and {config_path} does not name one.")
@@ -359,9 +357,8 @@ def main(argv):
 
     results_path = os.path.join(FLAGS.model_dir, training.RESULTS_FILE)
     results = {}
-    if os.path.exists(results_path):
-        with open(results_path) as f:
-            results = json.load(f)
+    if filesystem.is_file(results_path):
+        results = filesystem.read_json(results_path)
     results.update({"top1": top1, "top5": top5, "linear_eval": report})
     filesystem.write_json(results_path, results)
 

@@ -14,7 +14,6 @@ each encoder's held-out embeddings, coloured by class), and prints the table.
 """
 
 import dataclasses
-import json
 import os
 import time
 
@@ -22,6 +21,7 @@ from absl import app
 from absl import flags
 
 from supcon_tf import cli
+from supcon_tf import filesystem
 from supcon_tf import plots
 
 FLAGS = flags.FLAGS
@@ -157,7 +157,7 @@ def main(argv):
         if getattr(settings, name) <= 0:
             cli.fail(f"--{name} must be > 0, got {getattr(settings, name)}.")
     results_path = os.path.join(settings.model_dir, "results.json")
-    if os.path.exists(results_path) and not settings.overwrite:
+    if filesystem.is_file(results_path) and not settings.overwrite:
         cli.fail(f"{results_path} already exists: pass --overwrite to replace it, or choose "
               "another --model_dir.")
 
@@ -189,7 +189,7 @@ def main(argv):
         rows[kind] = {"top1": full, f"{settings.shots}_shot_top1": few,
                       f"{settings.shots}_shot_std": few_std}
 
-    os.makedirs(settings.model_dir, exist_ok=True)
+    filesystem.makedirs(settings.model_dir)
     results = {
         "dataset": "digits", "train_images": int(len(train_labels)),
         "test_images": int(len(test_labels)), "encoder": "resnet18_cifar_stem",
@@ -200,10 +200,7 @@ def main(argv):
         "top1": rows.get("supcon", {}).get("top1"), "training_loss": histories,
         "seconds": round(time.time() - start, 1),
     }
-    tmp_path = results_path + ".tmp"
-    with open(tmp_path, "w") as f:
-        json.dump(results, f, indent=2)
-    os.replace(tmp_path, results_path)
+    filesystem.write_json(results_path, results)
     if histories:
         plots.save_curves(os.path.join(settings.model_dir, "loss.png"), {
             f"{kind} training loss": ("mean loss per epoch",

@@ -28,6 +28,7 @@ import dataclasses
 import os
 import re
 import shutil
+import signal
 import tempfile
 import time
 import zlib
@@ -621,14 +622,20 @@ class PreemptionCheck(keras.callbacks.Callback):
     so the process saves and exits within the platform's grace period.
     """
 
-    def __init__(self, watcher):
+    def __init__(self, watcher, strategy=None):
         super().__init__()
         self.watcher = watcher
+        self.strategy = strategy
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.watcher.requested:
+        requested = self.watcher.requested
+        if self.strategy is not None and distribute.num_workers(self.strategy) > 1:
+            # A signal to any worker stops every worker after the same step (all of them
+            # then take part in the same checkpoint).
+            requested = distribute.any_worker(self.strategy, requested)
+        if requested:
             raise preemption.Preempted(self.model.optimizer.iterations.numpy(),
-                                       self.watcher.signum)
+                                       self.watcher.signum or signal.SIGTERM)
 
 
 def tensorboard_available():
@@ -817,7 +824,7 @@ def _train(run, model_dir, log, watcher, work_dir=None):
     callbacks += [
         make_tensorboard_callback(os.path.join(model_dir, "logs"), run.optimizer),
         collapse,
-        PreemptionCheck(watcher),
+        PreemptionCheck(watcher, run.strategy),
         StepCheckpointer(manager, run.optimizer, config.checkpoint_every,
                          config.checkpoint_every_secs, strategy=run.strategy,
                          last_saved_step=resumed_from),
@@ -825,7 +832,8 @@ def _train(run, model_dir, log, watcher, work_dir=None):
     checkpointer = callbacks[-1]
     step = resumed_from
     spe = run.steps_per_epoch
-    while step < run.total_steps and not watcher.requested:
+    preempted = None
+    while step < run.total_steps and preempted is None:
         epoch = step // spe
         steps = min(spe * (epoch + 1), run.total_steps) - step
         skip = step - epoch * spe
@@ -834,7 +842,8 @@ def _train(run, model_dir, log, watcher, work_dir=None):
                 run.model, run.strategy, None, initial_epoch=epoch, epochs=epoch + 1,
                 steps_per_epoch=steps, callbacks=callbacks, verbose=config.verbose,
                 dataset_for_epoch=lambda e, skip=skip: epoch_dataset(run, e, skip=skip))
-        except preemption.Preempted:
+        except preemption.Preempted as e:
+            preempted = e
             break
         except train_loop.NonFiniteError as e:
             newest = manager.latest_checkpoint or "none (no checkpoint was written)"
@@ -854,9 +863,9 @@ def _train(run, model_dir, log, watcher, work_dir=None):
     step = int(run.optimizer.iterations.numpy())
     if checkpointer.last_saved_step != step:
         save_checkpoint(manager, step)
-    if watcher.requested:
-        error = preemption.Preempted(step, watcher.signum)
-        raise TrainingStopped(str(error), status=128 + int(watcher.signum))
+    if preempted is not None:  # (A signal after the last step lets the run finish.)
+        signum = int(watcher.signum or preempted.signum)
+        raise TrainingStopped(str(preemption.Preempted(step, signum)), status=128 + signum)
 
     signatures = _export(run, model_dir)
     if history and chief:

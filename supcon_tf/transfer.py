@@ -121,11 +121,11 @@ def _check_ranges():
 
 def _output_dir(keys):
     output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, f"transfer_{FLAGS.mode}")
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+    if filesystem.is_file(output_dir):
         raise ValueError(f"--output_dir {output_dir} is a file, not a directory.")
-    if os.path.isdir(output_dir) and not FLAGS.overwrite:
+    if filesystem.is_dir(output_dir) and not FLAGS.overwrite:
         held = [name for name in [RESULTS_FILE, TABLE_FILE] + [f"{key}.json" for key in keys]
-                if os.path.exists(os.path.join(output_dir, name))]
+                if filesystem.is_file(os.path.join(output_dir, name))]
         if held:
             raise ValueError(f"--output_dir {output_dir} already holds results ({held[0]}): pass "
                              "--overwrite to replace them or choose another --output_dir.")
@@ -216,7 +216,7 @@ def main(argv):
     from supcon_tf.evaluation import finetune
 
     try:
-        if not os.path.isdir(FLAGS.model_dir):
+        if not filesystem.is_dir(FLAGS.model_dir):
             raise ValueError(f"--model_dir {FLAGS.model_dir} does not exist.")
         keys = _benchmark_keys(FLAGS.benchmarks)
         _check_ranges()
@@ -230,7 +230,7 @@ def main(argv):
     except ValueError as error:  # bad flags, missing run or data (DatasetUnavailableError)
         cli.fail(error)
 
-    os.makedirs(output_dir, exist_ok=True)
+    filesystem.makedirs(output_dir)
     for key, reason in missing.items():
         print(f"warning: skipping {key}: {reason}", file=sys.stderr)
     print(f"{FLAGS.mode} transfer of {encoder_source} at {image_size} px on "
@@ -254,9 +254,7 @@ def main(argv):
                "benchmarks": reports}
     filesystem.write_json(os.path.join(output_dir, RESULTS_FILE), results)
     table_path = os.path.join(output_dir, TABLE_FILE)
-    with open(table_path + ".tmp", "w") as f:
-        f.write(summary.markdown)
-    os.replace(table_path + ".tmp", table_path)
+    filesystem.write_text(table_path, summary.markdown)
     print(summary.markdown, end="")
     print(f"wrote {os.path.join(output_dir, RESULTS_FILE)} and {table_path}")
 

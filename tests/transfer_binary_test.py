@@ -66,13 +66,16 @@ def _embed(model_dir, images):
 
 
 def _folder_split(model_dir, root, split):
-    """Features [N, F] and labels [N] of <root>/<split>, classes and files in sorted order."""
+    """Features [N, F] and labels [N] of <root>/<split>: labels from the sorted class folder
+    names, files in the order the folder source yields them (a seeded order that mixes the
+    classes; the protocol's 20 % hold-out depends on it)."""
+    from supcon_tf.data import sources
+
+    classes = sorted(os.listdir(os.path.join(root, split)))
     images, labels = [], []
-    for label, name in enumerate(sorted(os.listdir(os.path.join(root, split)))):
-        folder = os.path.join(root, split, name)
-        for filename in sorted(os.listdir(folder)):
-            images.append(np.asarray(Image.open(os.path.join(folder, filename)).convert("RGB")))
-            labels.append(label)
+    for path in sources.folder_source(root, split).paths:
+        images.append(np.asarray(Image.open(path).convert("RGB")))
+        labels.append(classes.index(os.path.basename(os.path.dirname(path))))
     return _embed(model_dir, images), np.asarray(labels)
 
 

@@ -26,6 +26,7 @@ import os
 
 import tensorflow as tf
 
+from supcon_tf import filesystem
 from supcon_tf.data import image_folders
 from supcon_tf.data import multilabel
 from supcon_tf.data import sources
@@ -69,14 +70,11 @@ def _splits(benchmark):
 
 
 def _class_names(split_dir):
-    """Sorted sub-directories of `split_dir` holding at least one image."""
-    names = []
-    for entry in sorted(os.listdir(split_dir)):
-        path = os.path.join(split_dir, entry)
-        if os.path.isdir(path) and any(image_folders.is_image(name)
-                                       for name in os.listdir(path)):
-            names.append(entry)
-    return names
+    """Sorted sub-directories of `split_dir` holding at least one image ([] when none)."""
+    try:
+        return image_folders.classes(split_dir)
+    except ValueError:
+        return []
 
 
 def _layout_hint(benchmark, manual_dir):
@@ -90,7 +88,7 @@ def _open_folders(benchmark, manual_dir):
     classes = None
     for split in _splits(benchmark):
         split_dir = os.path.join(root, split)
-        names = _class_names(split_dir) if os.path.isdir(split_dir) else []
+        names = _class_names(split_dir)
         if not names:
             raise sources.DatasetUnavailableError(
                 f"{benchmark.display_name} must be downloaded by hand (no class folders of "
@@ -138,7 +136,7 @@ def open_benchmark(benchmark, data_dir=None, manual_dir=None, *, download=False)
         ValueError: the files are here but malformed (class folders differ between splits).
     """
     if benchmark.manual_download:
-        folders = manual_dir is not None and os.path.isdir(manual_root(benchmark, manual_dir))
+        folders = manual_dir is not None and filesystem.is_dir(manual_root(benchmark, manual_dir))
         if folders or benchmark.tfds_name is None:
             if manual_dir is None:
                 raise sources.DatasetUnavailableError(

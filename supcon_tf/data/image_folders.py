@@ -23,6 +23,8 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
+from supcon_tf import filesystem
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 SLICE_SEED = 0
 
@@ -40,22 +42,13 @@ def _entries(directory):
     return sorted(name.rstrip("/") for name in tf.io.gfile.listdir(directory))
 
 
-def _is_dir(path):
-    """`tf.io.gfile.isdir` is true on `ram://` for any name prefix: ask the parent listing."""
-    parent, name = os.path.split(path.rstrip("/"))
-    try:
-        return name in _entries(parent) and tf.io.gfile.isdir(path)
-    except tf.errors.NotFoundError:
-        return False
-
-
 def classes(root):
     """Sorted class directory names under `root` that hold at least one image.
 
     Raises:
         ValueError: `root` is missing or holds no class directory with images.
     """
-    if not _is_dir(root):
+    if not filesystem.is_dir(root):
         raise ValueError(f"Image folder {root!r} does not exist; pass "
                          "'folder:<root>' with images in <root>/<class_name>/*.jpg|png.")
     found = []
@@ -71,7 +64,7 @@ def classes(root):
 
 def split_root(root, base, split):
     """`<root>/<base>` when that split directory exists, else `root` itself for train/all."""
-    if base is not None and _is_dir(os.path.join(root, base)):
+    if base is not None and filesystem.is_dir(os.path.join(root, base)):
         return os.path.join(root, base)
     if base in ("train", "all"):
         return root

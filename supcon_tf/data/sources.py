@@ -33,6 +33,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from supcon_tf import filesystem
 from supcon_tf.data import image_folders
 
 DIGITS = "digits"
@@ -312,7 +313,7 @@ def tfds_examples(name, split, data_dir=None, manual_dir=None, *, download=False
         root = data_dir or _default_data_dir(builder)
         needs_manual = builder.MANUAL_DOWNLOAD_INSTRUCTIONS is not None
         manual = manual_dir or os.path.join(root, "downloads", "manual")
-        has_manual_files = os.path.isdir(manual) and bool(os.listdir(manual))
+        has_manual_files = filesystem.is_dir(manual) and bool(tf.io.gfile.listdir(manual))
         if needs_manual and not has_manual_files and not download:
             raise DatasetUnavailableError(
                 f"Dataset {name!r} must be downloaded by hand: put its files (see "
