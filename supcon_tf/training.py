@@ -853,6 +853,16 @@ def _train(run, model_dir, log, watcher, work_dir=None):
                 "resumes from that checkpoint.") from None
         except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
             raise _data_error(run, e) or e from None
+        except (tf.errors.UnavailableError, tf.errors.AbortedError,
+                tf.errors.DeadlineExceededError, tf.errors.CancelledError) as e:
+            if distribute.num_workers(run.strategy) <= 1:
+                raise
+            text = " ".join((getattr(e, "message", None) or str(e)).split())[:160]
+            newest = tf.train.latest_checkpoint(checkpoints) or "none yet"
+            raise TrainingStopped(
+                f"another worker stopped ({type(e).__name__}: {text}); this worker stops too. "
+                f"Run the same command on every worker to resume from the newest checkpoint "
+                f"({newest}).") from None
         step = int(run.optimizer.iterations.numpy())
         if fit.history:
             history.setdefault("epoch", []).append(epoch + 1)
@@ -898,6 +908,7 @@ def _train(run, model_dir, log, watcher, work_dir=None):
     if knn:
         results["monitor"] = {"eval_split": run.eval_split, "examples": len(knn.test[1])}
     filesystem.write_json(results_path, results)
+    distribute.barrier(run.strategy)  # Workers end together, once the chief has written all.
     return results
 
 

@@ -216,7 +216,8 @@ def test_sigterm_to_one_worker_saves_the_same_step_everywhere_and_resumes(tmp_pa
     import signal
 
     model_dir = str(tmp_path / "multi")
-    extra = ("--train_steps=40", "--checkpoint_every=1000")
+    # 144 images: 4 steps per epoch, so history.json marks the end of step 4 of 40.
+    extra = ("--split=train[:10%]", "--train_steps=40", "--checkpoint_every=1000")
     workers = _start_workers(model_dir, *extra)
     try:
         deadline = time.time() + 300
@@ -244,4 +245,38 @@ def test_sigterm_to_one_worker_saves_the_same_step_everywhere_and_resumes(tmp_pa
     for worker, (_, stderr) in zip(workers, outputs):
         assert worker.returncode == 0, stderr[-3000:]
     assert f"at step {step}" in outputs[0][0]
+    assert _results(model_dir)["steps"] == 40
+
+
+def test_a_killed_worker_stops_the_others_with_one_line_and_the_run_resumes(tmp_path):
+    import signal
+
+    model_dir = str(tmp_path / "multi")
+    extra = ("--split=train[:10%]", "--train_steps=40", "--checkpoint_every=2")
+    workers = _start_workers(model_dir, *extra)
+    try:
+        _wait = time.time() + 300
+        while not os.path.exists(os.path.join(model_dir, "history.json")):
+            assert all(w.poll() is None for w in workers), workers[0].communicate()[1][-3000:]
+            assert time.time() < _wait
+            time.sleep(0.05)
+        workers[1].send_signal(signal.SIGKILL)
+        killed = time.time()
+        _, stderr = workers[0].communicate(timeout=300)
+        seconds = time.time() - killed
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.communicate()
+    print(f"worker 1 killed -> the chief stopped in {seconds:.1f} s")
+    lines = user_stderr_lines(stderr)
+    assert workers[0].returncode == 1, lines
+    assert lines[-1].startswith("error: another worker stopped") and "same command" in lines[-1]
+    assert not os.path.exists(os.path.join(model_dir, "lock.json"))
+
+    workers = _start_workers(model_dir, *extra)  # the same command resumes both
+    outputs = [worker.communicate(timeout=400) for worker in workers]
+    for worker, (_, stderr) in zip(workers, outputs):
+        assert worker.returncode == 0, stderr[-3000:]
+    assert "resumed from" in outputs[0][0]
     assert _results(model_dir)["steps"] == 40
