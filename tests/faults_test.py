@@ -308,14 +308,19 @@ def test_unreadable_image_stops_with_its_name(damaged_folder, tmp_path, monitor_
     assert not os.path.exists(os.path.join(model_dir, "lock.json"))
 
 
+def _pretrain_on_folder(root, model_dir, *args):
+    """results.json of a successful pretraining run on the image folder `root`."""
+    result = run_binary("supcon_tf.pretrain", f"--dataset=folder:{root}", *_FOLDER_ARGS, *args,
+                        f"--model_dir={model_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(model_dir, "results.json")) as f:
+        return json.load(f)
+
+
 def test_skip_unreadable_images_counts_them(damaged_folder, tmp_path):
     root, bad = damaged_folder
-    model_dir = str(tmp_path / "run")
-    result = run_binary("supcon_tf.pretrain", f"--dataset=folder:{root}", *_FOLDER_ARGS,
-                        "--skip_unreadable_images", "--eval_split=train",
-                        "--monitor_examples=16", f"--model_dir={model_dir}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    results = json.load(open(os.path.join(model_dir, "results.json")))
+    results = _pretrain_on_folder(root, str(tmp_path / "run"), "--skip_unreadable_images",
+                                  "--eval_split=train", "--monitor_examples=16")
     assert results["skipped_images"] == {"count": 1, "files": [bad]}
 
 
@@ -323,12 +328,8 @@ def test_stratified_folder_slices_keep_every_class_for_the_monitor(tmp_path):
     # With file-order slices, train[80%:] of a class-sorted folder is the last class alone and
     # the kNN monitor (every held-out image of a class the reference lacks) reads 0.0.
     root = _digit_folder(str(tmp_path / "images"), (0, 1, 2, 3, 4), 20)
-    model_dir = str(tmp_path / "run")
-    result = run_binary("supcon_tf.pretrain", f"--dataset=folder:{root}", *_FOLDER_ARGS,
-                        "--split=train[:80%]", "--eval_split=train[80%:]",
-                        "--monitor_examples=20", f"--model_dir={model_dir}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    results = json.load(open(os.path.join(model_dir, "results.json")))
+    results = _pretrain_on_folder(root, str(tmp_path / "run"), "--split=train[:80%]",
+                                  "--eval_split=train[80%:]", "--monitor_examples=20")
     held_out = sources.folder_source(root, "train[80%:]")
     assert sorted(set(held_out.labels.tolist())) == [0, 1, 2, 3, 4]
     assert results["monitor"]["examples"] == 20

@@ -212,40 +212,58 @@ def _start_workers(model_dir, *extra):
         for config in distribute.local_cluster_configs(2)]
 
 
+def _signal_one_worker(model_dir, extra, signum):
+    """Starts two workers, sends `signum` to the one that is not the chief once the first
+    epoch is done (history.json), and waits for both.
+
+    Returns:
+        ([returncode of each worker], [stderr of each worker], seconds from signal to the
+        chief's exit).
+    """
+    workers = _start_workers(model_dir, *extra)
+    try:
+        deadline = time.time() + 300
+        while not os.path.exists(os.path.join(model_dir, "history.json")):
+            assert all(w.poll() is None for w in workers), workers[0].communicate()[1][-3000:]
+            assert time.time() < deadline, "the first epoch never ended"
+            time.sleep(0.05)
+        workers[1].send_signal(signum)
+        sent = time.time()
+        _, chief_stderr = workers[0].communicate(timeout=300)
+        seconds = time.time() - sent
+        _, other_stderr = workers[1].communicate(timeout=120)
+    finally:
+        for worker in workers:
+            worker.kill()
+    return [w.returncode for w in workers], [chief_stderr, other_stderr], seconds
+
+
+def _resume_to_the_end(model_dir, extra):
+    """Runs the same command on both workers again; returns the chief's stdout."""
+    workers = _start_workers(model_dir, *extra)
+    outputs = [worker.communicate(timeout=400) for worker in workers]
+    for worker, (_, stderr) in zip(workers, outputs):
+        assert worker.returncode == 0, stderr[-3000:]
+    assert _results(model_dir)["steps"] == 40
+    return outputs[0][0]
+
+
 def test_sigterm_to_one_worker_saves_the_same_step_everywhere_and_resumes(tmp_path):
     import signal
 
     model_dir = str(tmp_path / "multi")
     # 144 images: 4 steps per epoch, so history.json marks the end of step 4 of 40.
     extra = ("--split=train[:10%]", "--train_steps=40", "--checkpoint_every=1000")
-    workers = _start_workers(model_dir, *extra)
-    try:
-        deadline = time.time() + 300
-        while not os.path.exists(os.path.join(model_dir, "history.json")):  # an epoch is done
-            assert all(w.poll() is None for w in workers), workers[0].communicate()[1][-3000:]
-            assert time.time() < deadline
-            time.sleep(0.05)
-        workers[1].send_signal(signal.SIGTERM)  # the worker that is not the chief
-        sent = time.time()
-        outputs = [worker.communicate(timeout=120) for worker in workers]
-    finally:
-        for worker in workers:
-            worker.kill()
-    print(f"SIGTERM to one worker -> both stopped in {time.time() - sent:.1f} s")
-    lines = [user_stderr_lines(stderr) for _, stderr in outputs]
-    assert [w.returncode for w in workers] == [143, 143], lines
+    codes, stderrs, seconds = _signal_one_worker(model_dir, extra, signal.SIGTERM)
+    print(f"SIGTERM to one worker -> both stopped in {seconds:.1f} s")
+    lines = [user_stderr_lines(stderr) for stderr in stderrs]
+    assert codes == [143, 143], lines
     step = int(lines[0][-1].split("preempted at step ")[1].split(" ")[0])
     assert lines[1][-1].startswith(f"error: preempted at step {step} ")
     assert 4 <= step < 40
     assert sorted(os.path.basename(p) for p in glob.glob(os.path.join(
         model_dir, "checkpoints", "ckpt-*.index"))) == [f"ckpt-{step}.index"]
-
-    workers = _start_workers(model_dir, *extra)  # the same command resumes both
-    outputs = [worker.communicate(timeout=400) for worker in workers]
-    for worker, (_, stderr) in zip(workers, outputs):
-        assert worker.returncode == 0, stderr[-3000:]
-    assert f"at step {step}" in outputs[0][0]
-    assert _results(model_dir)["steps"] == 40
+    assert f"at step {step}" in _resume_to_the_end(model_dir, extra)
 
 
 def test_a_killed_worker_stops_the_others_with_one_line_and_the_run_resumes(tmp_path):
@@ -253,30 +271,10 @@ def test_a_killed_worker_stops_the_others_with_one_line_and_the_run_resumes(tmp_
 
     model_dir = str(tmp_path / "multi")
     extra = ("--split=train[:10%]", "--train_steps=40", "--checkpoint_every=2")
-    workers = _start_workers(model_dir, *extra)
-    try:
-        _wait = time.time() + 300
-        while not os.path.exists(os.path.join(model_dir, "history.json")):
-            assert all(w.poll() is None for w in workers), workers[0].communicate()[1][-3000:]
-            assert time.time() < _wait
-            time.sleep(0.05)
-        workers[1].send_signal(signal.SIGKILL)
-        killed = time.time()
-        _, stderr = workers[0].communicate(timeout=300)
-        seconds = time.time() - killed
-    finally:
-        for worker in workers:
-            worker.kill()
-            worker.communicate()
+    codes, stderrs, seconds = _signal_one_worker(model_dir, extra, signal.SIGKILL)
     print(f"worker 1 killed -> the chief stopped in {seconds:.1f} s")
-    lines = user_stderr_lines(stderr)
-    assert workers[0].returncode == 1, lines
+    lines = user_stderr_lines(stderrs[0])
+    assert codes[0] == 1, lines
     assert lines[-1].startswith("error: another worker stopped") and "same command" in lines[-1]
     assert not os.path.exists(os.path.join(model_dir, "lock.json"))
-
-    workers = _start_workers(model_dir, *extra)  # the same command resumes both
-    outputs = [worker.communicate(timeout=400) for worker in workers]
-    for worker, (_, stderr) in zip(workers, outputs):
-        assert worker.returncode == 0, stderr[-3000:]
-    assert "resumed from" in outputs[0][0]
-    assert _results(model_dir)["steps"] == 40
+    assert "resumed from" in _resume_to_the_end(model_dir, extra)
