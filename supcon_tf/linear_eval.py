@@ -8,7 +8,7 @@ The frozen encoder is, by default, the `embed` signature of `<model_dir>/saved_m
 by `supcon_tf.pretrain`; no supcon_tf model code is needed to read it). With `--checkpoint` (a
 prefix such as `<model_dir>/checkpoints/ckpt-1000`, or `latest`) the model is rebuilt from the
 run's `config.json` + `run_facts.json` and the checkpoint is restored
-(`training.load_pretrained`); its Keras encoder is used instead (same features as the SavedModel
+(`trainer.load_pretrained`); its Keras encoder is used instead (same features as the SavedModel
 of the final checkpoint). Only the checkpoint path runs under `--strategy`.
 
 Two protocols (`--protocol`):
@@ -150,7 +150,7 @@ def config_from_flags(flag_values):
 
 
 def load_checkpoint_encoder(model_dir, checkpoint=LATEST, strategy=None):
-    """The Keras encoder of a pretraining checkpoint (`training.load_pretrained`).
+    """The Keras encoder of a pretraining checkpoint (`trainer.load_pretrained`).
 
     Args:
         model_dir: a `supcon_tf.pretrain` run directory (config.json, run_facts.json).
@@ -168,10 +168,12 @@ def load_checkpoint_encoder(model_dir, checkpoint=LATEST, strategy=None):
     import keras
     import tensorflow as tf
 
-    from supcon_tf import training
+
+
+    from supcon_tf import trainer
 
     prefix = None if checkpoint in (None, LATEST) else checkpoint
-    run = training.load_pretrained(model_dir, checkpoint=prefix, strategy=strategy)
+    run = trainer.load_pretrained(model_dir, checkpoint=prefix, strategy=strategy)
     path = prefix or tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
     # The encoder keeps the run's dtype policy; what is built next (the classifier) is float32.
     keras.mixed_precision.set_global_policy("float32")
@@ -246,7 +248,7 @@ def main(argv):
     cli.start(argv, FLAGS.model_dir, "the pretraining run to evaluate")
     from supcon_tf import distribute
     from supcon_tf import export
-    from supcon_tf import training
+    from supcon_tf import run_dir
     from supcon_tf.data import sources
     from supcon_tf.evaluation import classifier
     from supcon_tf.evaluation import metrics
@@ -257,7 +259,7 @@ def main(argv):
     try:
         config = config_from_flags(FLAGS)
         _check_flags()
-        config_path = os.path.join(FLAGS.model_dir, training.CONFIG_FILE)
+        config_path = os.path.join(FLAGS.model_dir, run_dir.CONFIG_FILE)
         run_config = {}
         if filesystem.is_file(config_path):
             run_config = filesystem.read_json(config_path)
@@ -355,7 +357,7 @@ def main(argv):
         rows.append((f"{FLAGS.shots}-shot logistic (mean of {FLAGS.draws})", few.mean, None))
     report["seconds"] = round(time.time() - start, 1)
 
-    results_path = os.path.join(FLAGS.model_dir, training.RESULTS_FILE)
+    results_path = os.path.join(FLAGS.model_dir, run_dir.RESULTS_FILE)
     results = {}
     if filesystem.is_file(results_path):
         results = filesystem.read_json(results_path)

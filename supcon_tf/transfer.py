@@ -9,7 +9,7 @@
 checkpoint with `--checkpoint`), images resized on the short side to `--image_size` (bicubic)
 and centre-cropped, features of every split, the L-BFGS lambda sweep chosen on validation,
 refit on train+validation, test scored with the dataset's metric.
-`--mode=finetune`: the encoder restored from the checkpoint (`training.load_pretrained`), a new
+`--mode=finetune`: the encoder restored from the checkpoint (`trainer.load_pretrained`), a new
 linear classifier, the (learning rate x weight decay) grid chosen on validation, the best pair
 retrained on train+validation and scored on test. The reference runs 56 grid points of 20,000
 steps of batch 256 per dataset; `--finetune_steps`, `--finetune_batch_size`, `--learning_rates`
@@ -141,13 +141,13 @@ def _checkpoint_prefix():
 def _load_encoder():
     """(embed function or None, Keras encoder or None, input side or None, description)."""
     from supcon_tf import export
-    from supcon_tf import training
+    from supcon_tf import trainer
 
     if FLAGS.mode == "linear" and FLAGS.checkpoint is None:
         path = os.path.join(FLAGS.model_dir, "saved_model")
         embed, shape = export.load_embed(path)
         return embed, None, shape[0], path
-    run = training.load_pretrained(FLAGS.model_dir, checkpoint=_checkpoint_prefix())
+    run = trainer.load_pretrained(FLAGS.model_dir, checkpoint=_checkpoint_prefix())
     encoder = run.model.encoder
     description = FLAGS.checkpoint if _checkpoint_prefix() else "latest checkpoint"
     return None, encoder, encoder.input_shape[1], f"{FLAGS.model_dir} ({description})"

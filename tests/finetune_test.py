@@ -1,7 +1,7 @@
 """Tests of `supcon_tf.evaluation.finetune` (and the fine-tuning half of the transfer protocol).
 
 The encoder is the tiny digits pretraining run of helpers.tiny_run_dir (shared with the transfer tests), restored
-with `training.load_pretrained`; expected values are recomputed here (numpy losses, a direct
+with `trainer.load_pretrained`; expected values are recomputed here (numpy losses, a direct
 loop over the grid, the protocol's formulas for batch-norm momentum and weight decay).
 """
 
@@ -24,9 +24,9 @@ from helpers import tiny_run_dir
 @pytest.fixture(scope="module")
 def pretrained_encoder(tmp_path_factory):
     """(encoder, its pretrained weights); tests restore the weights before using it."""
-    from supcon_tf import training
+    from supcon_tf import trainer
 
-    encoder = training.load_pretrained(tiny_run_dir(tmp_path_factory)).model.encoder
+    encoder = trainer.load_pretrained(tiny_run_dir(tmp_path_factory)).model.encoder
     return encoder, encoder.get_weights()
 
 

@@ -102,17 +102,20 @@ def _naive_knn_top1(train_x, train_y, test_x, test_y, k, temperature):
 def test_knn_monitor_matches_a_direct_computation_on_the_saved_model(tiny_run):
     import tensorflow as tf
 
-    from supcon_tf import training
+    from supcon_tf import config as config_lib
+
+
+    from supcon_tf import trainer
 
     model_dir, _ = tiny_run
     with open(os.path.join(model_dir, "config.json")) as f:
-        config = training.PretrainConfig(**json.load(f))
+        config = config_lib.PretrainConfig(**json.load(f))
     with open(os.path.join(model_dir, "results.json")) as f:
         results = json.load(f)
     embed = tf.saved_model.load(os.path.join(model_dir, "saved_model")).signatures["embed"]
 
     def features(split, seed):
-        images, labels = training.monitor_arrays(config, split, config.monitor_examples, seed)
+        images, labels = trainer.monitor_arrays(config, split, config.monitor_examples, seed)
         floats = tf.constant(images.astype(np.float32) / 255.0)
         return embed(images=floats)["embeddings"].numpy(), labels
 
@@ -129,11 +132,13 @@ def test_load_pretrained_restores_the_exported_encoder(tiny_run):
     import keras
     import tensorflow as tf
 
-    from supcon_tf import training
+
+
+    from supcon_tf import trainer
 
     model_dir, _ = tiny_run
     try:
-        run = training.load_pretrained(model_dir)
+        run = trainer.load_pretrained(model_dir)
         assert int(run.optimizer.iterations.numpy()) == 8
         images = tf.random.uniform([5, 16, 16, 3], seed=1)
         exported = tf.saved_model.load(os.path.join(model_dir, "saved_model"))
@@ -141,14 +146,14 @@ def test_load_pretrained_restores_the_exported_encoder(tiny_run):
             run.model.encoder(images, training=False).numpy(),
             exported.signatures["embed"](images=images)["embeddings"].numpy(),
             rtol=1e-4, atol=1e-5)
-        earlier = training.load_pretrained(
+        earlier = trainer.load_pretrained(
             model_dir, checkpoint=os.path.join(model_dir, "checkpoints", "ckpt-6"))
         assert int(earlier.optimizer.iterations.numpy()) == 6
         for checkpoint, message in [
                 (os.path.join(model_dir, "checkpoints", "ckpt-5"), "does not exist"),
                 (None, "config.json is missing")]:
             with pytest.raises(ValueError, match=message):
-                training.load_pretrained(model_dir if checkpoint else REPO,
+                trainer.load_pretrained(model_dir if checkpoint else REPO,
                                          checkpoint=checkpoint)
     finally:
         keras.backend.clear_session()
@@ -158,7 +163,9 @@ def test_load_pretrained_restores_the_exported_encoder(tiny_run):
 def test_load_pretrained_refuses_a_checkpoint_of_another_architecture(tiny_run, tmp_path):
     import keras
 
-    from supcon_tf import training
+
+
+    from supcon_tf import trainer
 
     model_dir = str(tmp_path / "run")
     shutil.copytree(tiny_run[0], model_dir)
@@ -170,7 +177,7 @@ def test_load_pretrained_refuses_a_checkpoint_of_another_architecture(tiny_run, 
     try:
         with pytest.raises(ValueError, match="cannot restore checkpoint .* does not match the "
                            "architecture"):
-            training.load_pretrained(model_dir)
+            trainer.load_pretrained(model_dir)
     finally:
         keras.backend.clear_session()
 
@@ -301,41 +308,41 @@ def test_bad_flag_is_one_line_and_writes_nothing(tmp_path, bad_flag, message):
 
 
 def _config(**overrides):
-    from supcon_tf import training
+    from supcon_tf import config as config_lib
 
-    return training.PretrainConfig(train_steps=4, **overrides)
+    return config_lib.PretrainConfig(train_steps=4, **overrides)
 
 
 def test_check_model_dir_decisions(tmp_path):
-    from supcon_tf import training
+    from supcon_tf import run_dir
 
     config = _config()
     missing = str(tmp_path / "missing")
-    assert training.check_model_dir(missing, config) == "new"
+    assert run_dir.check_model_dir(missing, config) == "new"
     assert not os.path.exists(missing)
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert training.check_model_dir(str(empty), config) == "new"
+    assert run_dir.check_model_dir(str(empty), config) == "new"
 
     run = tmp_path / "run"
-    training.prepare_model_dir(str(run), config, "new")
-    assert training.check_model_dir(str(run), config) == "resume"
+    run_dir.prepare_model_dir(str(run), config, "new")
+    assert run_dir.check_model_dir(str(run), config) == "resume"
     # Where checkpoints go or how often they are written does not change the run.
-    assert training.check_model_dir(
+    assert run_dir.check_model_dir(
         str(run), dataclasses.replace(config, checkpoint_every=7, data_dir="/x")) == "resume"
     other = dataclasses.replace(config, learning_rate=0.1)
-    with pytest.raises(training.RunDirectoryError, match="learning_rate=0.5->0.1"):
-        training.check_model_dir(str(run), other)
-    assert training.check_model_dir(str(run), other, overwrite=True) == "overwrite"
+    with pytest.raises(run_dir.RunDirectoryError, match="learning_rate=0.5->0.1"):
+        run_dir.check_model_dir(str(run), other)
+    assert run_dir.check_model_dir(str(run), other, overwrite=True) == "overwrite"
 
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    with pytest.raises(training.RunDirectoryError, match="holds no config.json"):
-        training.check_model_dir(str(foreign), config)
+    with pytest.raises(run_dir.RunDirectoryError, match="holds no config.json"):
+        run_dir.check_model_dir(str(foreign), config)
     assert (foreign / "notes.txt").read_text() == "mine"
-    training.prepare_model_dir(str(foreign), config,
-                               training.check_model_dir(str(foreign), config, overwrite=True))
+    run_dir.prepare_model_dir(str(foreign), config,
+                               run_dir.check_model_dir(str(foreign), config, overwrite=True))
     assert sorted(os.listdir(foreign)) == ["config.json"]
 
 
@@ -363,19 +370,19 @@ def test_check_model_dir_decisions(tmp_path):
     ({"strategy": "tpu"}, "needs --tpu"),
 ])
 def test_config_validation_names_the_flag(overrides, message):
-    from supcon_tf import training
+    from supcon_tf import config as config_lib
 
     values = {"train_steps": 4, **overrides}
-    config = training.PretrainConfig(**values)
+    config = config_lib.PretrainConfig(**values)
     with pytest.raises(ValueError, match=re.escape(message)):
         config.validate()
 
 
 def test_epoch_seeds_are_deterministic_and_distinct():
-    from supcon_tf import training
+    from supcon_tf import trainer
 
-    assert training.epoch_seed(0, 3) == training.epoch_seed(0, 3)
-    assert len({training.epoch_seed(s, e) for s in range(3) for e in range(50)}) == 150
+    assert trainer.epoch_seed(0, 3) == trainer.epoch_seed(0, 3)
+    assert len({trainer.epoch_seed(s, e) for s in range(3) for e in range(50)}) == 150
 
 
 @pytest.mark.slow
@@ -387,7 +394,7 @@ def test_flagfile_parses_and_builds_its_objects(flagfile):
 
     from supcon_tf import optimizers
     from supcon_tf import pretrain
-    from supcon_tf import training
+    from supcon_tf import trainer
 
     flag_values = pretrain.FLAGS
     flag_values.unparse_flags()
@@ -400,7 +407,7 @@ def test_flagfile_parses_and_builds_its_objects(flagfile):
         count, classes = facts[config.dataset]
         config = dataclasses.replace(config, num_train_examples=count,
                                      num_classes=config.num_classes or classes)
-        run = training.build_run(config, channels=3)
+        run = trainer.build_run(config, channels=3)
         assert run.strategy.num_replicas_in_sync == 1
         assert run.total_steps > 0 and run.steps_per_epoch == count // config.batch_size
         assert run.model.encoder.output_shape[-1] > 0

@@ -216,7 +216,9 @@ def test_voc2007_finetune_scores_map_of_the_finetuned_model(pretrained, monkeypa
     """
     import tensorflow_datasets as tfds
 
-    from supcon_tf import training
+
+
+    from supcon_tf import trainer
     from supcon_tf.data import benchmarks
     from supcon_tf.evaluation import finetune
     from supcon_tf.evaluation import transfer
@@ -231,7 +233,7 @@ def test_voc2007_finetune_scores_map_of_the_finetuned_model(pretrained, monkeypa
         return result
 
     monkeypatch.setattr(finetune, "finetune", recording_finetune)
-    encoder = training.load_pretrained(pretrained).model.encoder
+    encoder = trainer.load_pretrained(pretrained).model.encoder
     grid = finetune.make_grid([0.001, 0.1], [1e-4])
     with tfds.testing.mock_data(num_examples=24):
         data = benchmarks.open_benchmark(transfer.get_benchmark("voc2007"), download=True)

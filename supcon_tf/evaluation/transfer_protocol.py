@@ -148,7 +148,7 @@ def finetune_benchmark(encoder, data, *, grid, steps, batch_size, seed=0, eval_b
 
     Args:
         encoder: Keras model, float [B, S, S, C] in [0, 1] -> features [B, F], pretrained
-            (`training.load_pretrained(...).model.encoder`); S is the image size.
+            (`trainer.load_pretrained(...).model.encoder`); S is the image size.
         data: a `benchmarks.BenchmarkData`.
         grid: list of (learning_rate, weight_decay, ...) (`finetune.make_grid`).
         steps: Python int, optimizer steps of every run.

@@ -1,32 +1,29 @@
 """Pretraining as a library call: config -> objects -> resumable training -> files on disk.
 
-`supcon_tf.pretrain` (the absl binary) turns its flags into a `PretrainConfig` and calls, in
-this order (so that every bad value is reported before anything is written):
+The configuration is `config.PretrainConfig`, the run directory `run_dir`, checkpoints
+`checkpointing`; this module builds the run's objects (`build_run`) and trains them (`train`).
+`run_pretraining` is the binary's sequence, in this order so that every bad value is reported
+before anything is written:
 
-    action = check_model_dir(model_dir, config, overwrite)   # read only
-    run = build_run(config)                                   # objects in memory, no disk
-    prepare_model_dir(model_dir, config, action)              # the first write
-    results = train(run, model_dir)
+    action = run_dir.check_model_dir(model_dir, config, overwrite)   # read only
+    run = build_run(config, strategy)                                 # objects, no disk
+    with run_lock.RunLock(model_dir):                                 # one writer
+        run_dir.prepare_model_dir(model_dir, config, action)          # the first write
+        results = train(run, model_dir)
 
-Files in `model_dir`: `config.json` (the run's configuration, compared on every restart),
-`checkpoints/` (`tf.train.CheckpointManager` of model + optimizer: weights, batch-norm
-statistics, the memory queue and momentum encoder, optimizer slots and its step counter),
-`logs/` (TensorBoard), `history.json` (per-epoch metrics), `loss.png`, `saved_model/`,
-`run_facts.json` (image channels, training examples and classes of the source) and
-`results.json`. `load_pretrained(model_dir)` rebuilds the model from `config.json` and
-`run_facts.json` and restores a checkpoint (linear evaluation and fine-tuning from checkpoints).
+`load_pretrained(model_dir)` rebuilds the model from `config.json` and `run_facts.json` and
+restores a checkpoint (linear evaluation and fine-tuning from checkpoints).
 
-Resume: the latest checkpoint is restored and training continues to the same total step count.
-The learning-rate schedule is a function of the optimizer step, which is in the checkpoint. The
-data position is restored exactly: the input stream is reseeded deterministically at every data
-epoch (seed derived from `(seed, epoch)`), and within the interrupted epoch the batches already
-consumed are skipped, so a resumed run sees the same batches as an uninterrupted one while
-re-reading at most one epoch.
+Resume: the newest readable checkpoint is restored and training continues to the same total
+step count. The learning-rate schedule is a function of the optimizer step, which is in the
+checkpoint. The data position is restored exactly: the input stream is reseeded
+deterministically at every data epoch (seed derived from `(seed, epoch)`), and within the
+interrupted epoch the batches already consumed are skipped, so a resumed run sees the same
+batches as an uninterrupted one while re-reading at most one epoch.
 """
 
 import dataclasses
 import os
-import re
 import shutil
 import signal
 import tempfile
@@ -37,184 +34,21 @@ import keras
 import tensorflow as tf
 
 from supcon_tf import checkpoint_integrity
+from supcon_tf import checkpointing
+from supcon_tf import config as config_lib
 from supcon_tf import distribute
 from supcon_tf import filesystem
 from supcon_tf import monitors
 from supcon_tf import preemption
+from supcon_tf import run_dir
 from supcon_tf import run_lock
 from supcon_tf import train_loop
-
-# Fields of the configuration that do not change what is trained: a restart may change them.
-NON_IDENTITY_FIELDS = ("checkpoint_every", "checkpoint_every_secs", "data_dir", "manual_dir",
-                       "tpu", "verbose", "eval_split", "monitor_examples",
-                       "skip_unreadable_images")
-# Losses that ignore labels (a single-class dataset is fine for them).
-UNSUPERVISED_LOSSES = ("simclr",)
-# Held-out splits tried, in order, when `eval_split` is not given.
-EVAL_SPLITS = ("test", "validation")
-MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
-CONFIG_FILE = "config.json"
-RESULTS_FILE = "results.json"
-# What `build_run` learnt from the data source (channels, examples, classes), so that
-# `load_pretrained` can rebuild the model where the data is absent.
-FACTS_FILE = "run_facts.json"
-
-
-class RunDirectoryError(ValueError):
-    """`model_dir` holds another run (or foreign files) and `overwrite` was not given."""
-
-
-@dataclasses.dataclass
-class PretrainConfig:
-    """Everything that defines a pretraining run (the binary's flags, minus file locations).
-
-    Learning rates are per 256 examples (`learning_rate` is scaled to `batch_size` with
-    `schedules.scale_learning_rate`). `train_steps`, when set, is the number of optimizer steps
-    and overrides `epochs`; otherwise steps = round(epochs * steps_per_epoch).
-    `weight_decay_exclusions` are regexes searched in `variable.path` that are excluded from
-    weight decay (and LARS's layer adaptation); empty = every variable of rank <= 1 (biases and
-    batch norm: SimCLR's rule; SupCon's is batch norm only, `("gamma$", "beta$")`).
-
-    Monitoring (does not change what is trained): `monitor_examples` held-out images of
-    `eval_split` (default the source's "test", else "validation" split) and as many training
-    images give a kNN top-1 after every epoch and, at the end, a t-SNE plot; 0 turns both off.
-    """
-
-    dataset: str = "digits"
-    split: str = "train"
-    data_dir: str = None
-    manual_dir: str = None
-    num_train_examples: int = None
-    image_size: int = 32
-    batch_size: int = 256
-    epochs: float = None
-    train_steps: int = None
-    loss: str = "supcon"
-    optimizer: str = "lars"
-    learning_rate: float = 0.5
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    weight_decay_exclusions: tuple = ()
-    schedule: str = "cosine"
-    warmup_epochs: float = 0.0
-    strategy: str = "default"
-    tpu: str = None
-    seed: int = 0
-    depth: int = 50
-    width_multiplier: float = 1.0
-    stem: str = "cifar"
-    sync_batch_norm: bool = False
-    projection_units: tuple = (2048, 128)
-    projection_batch_norm: bool = False
-    normalize_encoder_output: bool = False
-    temperature: float = 0.1
-    label_smoothing: float = 0.0
-    num_views: int = 2
-    augmentation: str = "simaugment"
-    jitter_strength: float = 1.0
-    crop_min_area: float = 0.08
-    blur_probability: float = 0.0
-    flip: bool = True
-    memory_size: int = 0
-    memory_momentum: float = 0.999
-    num_classes: int = None
-    probe: bool = True
-    checkpoint_every: int = 1000
-    checkpoint_every_secs: float = 600.0
-    skip_unreadable_images: bool = False
-    mixed_precision: str = "none"
-    verbose: int = 1
-    eval_split: str = None
-    monitor_examples: int = 1000
-
-    def to_dict(self):
-        """JSON-friendly dict of every field."""
-        values = dataclasses.asdict(self)
-        values["projection_units"] = [int(u) for u in self.projection_units]
-        values["weight_decay_exclusions"] = [str(e) for e in self.weight_decay_exclusions]
-        return values
-
-    def identity(self):
-        """The fields that must match for a run to be resumed (see `NON_IDENTITY_FIELDS`)."""
-        return {k: v for k, v in self.to_dict().items() if k not in NON_IDENTITY_FIELDS}
-
-    def validate(self):
-        """Checks names and ranges that need no data or TensorFlow objects.
-
-        Raises:
-            ValueError: with a one-line message naming the flag and the fix.
-        """
-        from supcon_tf import distribute
-        from supcon_tf import optimizers
-        from supcon_tf import schedules
-        from supcon_tf.data import augment
-        from supcon_tf.models import resnet
-        from supcon_tf.models import supcon_model
-
-        choices = (("loss", supcon_model.LOSSES), ("optimizer", optimizers.OPTIMIZERS),
-                   ("schedule", schedules.SCHEDULES), ("strategy", distribute.STRATEGIES),
-                   ("augmentation", augment.POLICIES), ("stem", resnet.STEMS),
-                   ("mixed_precision", MIXED_PRECISION))
-        for name, legal in choices:
-            value = getattr(self, name)
-            if value not in legal:
-                raise ValueError(f"--{name}={value!r} is unknown; use one of "
-                                 f"{', '.join(legal)}.")
-        if self.depth not in resnet.DEPTHS:
-            raise ValueError(f"--depth={self.depth!r} is unknown; use one of "
-                             f"{', '.join(str(d) for d in sorted(resnet.DEPTHS))}.")
-        for name in ("image_size", "batch_size", "num_views", "checkpoint_every"):
-            _check_positive_int(name, getattr(self, name))
-        if isinstance(self.monitor_examples, bool) or not isinstance(
-                self.monitor_examples, int) or self.monitor_examples < 0:
-            raise ValueError(f"--monitor_examples must be an integer >= 0, got "
-                             f"{self.monitor_examples!r}.")
-        for name in ("train_steps", "num_classes", "num_train_examples"):
-            if getattr(self, name) is not None:
-                _check_positive_int(name, getattr(self, name))
-        if not self.checkpoint_every_secs > 0:
-            raise ValueError(f"--checkpoint_every_secs must be > 0, got "
-                             f"{self.checkpoint_every_secs!r}.")
-        if self.epochs is None and self.train_steps is None:
-            raise ValueError("pass --epochs or --train_steps (the length of pretraining).")
-        if self.epochs is not None and not self.epochs > 0:
-            raise ValueError(f"--epochs must be > 0, got {self.epochs!r}.")
-        for name in ("learning_rate", "temperature", "width_multiplier"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"--{name} must be > 0, got {getattr(self, name)!r}.")
-        for name in ("weight_decay", "warmup_epochs", "label_smoothing", "blur_probability"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)!r}.")
-        if not 0 < self.crop_min_area <= 1:
-            raise ValueError(f"--crop_min_area must be in (0, 1], got {self.crop_min_area!r}.")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"--momentum must be in [0, 1), got {self.momentum!r}.")
-        if not self.projection_units or any(int(u) < 1 for u in self.projection_units):
-            raise ValueError(f"--projection_units must be positive ints, got "
-                             f"{list(self.projection_units)!r}; e.g. 2048,128.")
-        if self.memory_size < 0:
-            raise ValueError(f"--memory_size must be >= 0, got {self.memory_size!r}.")
-        for pattern in self.weight_decay_exclusions:
-            try:
-                re.compile(pattern)
-            except re.error as e:
-                raise ValueError(f"--weight_decay_exclusions: {pattern!r} is not a regular "
-                                 f"expression ({e}); e.g. gamma$,beta$.") from None
-        if self.strategy == "tpu" and not self.tpu:
-            raise ValueError("--strategy=tpu needs --tpu=<name or grpc://address> "
-                             "(--tpu=local on a TPU VM).")
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"--{name} must be a positive integer, got {value!r}.")
-
 
 @dataclasses.dataclass
 class Run:
     """The objects of a pretraining run, built by `build_run` (nothing written yet)."""
 
-    config: PretrainConfig
+    config: config_lib.PretrainConfig
     channels: int
     strategy: object
     model: object
@@ -279,7 +113,7 @@ def resolve_eval_split(config):
 
     if not config.monitor_examples:
         return None
-    candidates = (config.eval_split,) if config.eval_split else EVAL_SPLITS
+    candidates = (config.eval_split,) if config.eval_split else config_lib.EVAL_SPLITS
     for split in candidates:
         try:
             sources.load_source(config.dataset, split, data_dir=config.data_dir,
@@ -298,7 +132,7 @@ def build_run(config, strategy=None, *, channels=None):
     Touches no file except reading the data source's metadata.
 
     Args:
-        config: A `PretrainConfig`.
+        config: A `config.PretrainConfig`.
         strategy: Optional `tf.distribute.Strategy` to use instead of `config.strategy`.
         channels: Image channels; with it, `config.num_train_examples` and
             `config.num_classes` set, the data source is not opened at all (to build a
@@ -334,7 +168,7 @@ def build_run(config, strategy=None, *, channels=None):
         raise ValueError(f"--batch_size {config.batch_size} exceeds the {count} training "
                          f"examples of {config.dataset!r}.")
     num_classes = config.num_classes or sources.num_classes(config.dataset, config.data_dir)
-    if config.loss not in UNSUPERVISED_LOSSES and num_classes < 2:
+    if config.loss not in config_lib.UNSUPERVISED_LOSSES and num_classes < 2:
         raise ValueError(f"--loss={config.loss} needs labels of at least 2 classes, but "
                          f"{config.dataset!r} has {num_classes}: every sample would be a "
                          "positive of every other and training collapses; add classes, or use "
@@ -386,78 +220,6 @@ def build_run(config, strategy=None, *, channels=None):
 
 
 # ----------------------------------------------------------------------------------------------
-# The run directory.
-
-
-def _run_entries(model_dir):
-    """The entries of `model_dir` that belong to a run (the lock of the process holding the
-    directory is not one); empty when the directory is missing."""
-    if not tf.io.gfile.isdir(model_dir):
-        return []
-    return [name.rstrip("/") for name in tf.io.gfile.listdir(model_dir)
-            if name.rstrip("/") != run_lock.LOCK_FILE]
-
-
-def check_model_dir(model_dir, config, overwrite=False):
-    """Decides what to do with `model_dir` without touching it.
-
-    Returns:
-        "new" (missing or empty), "resume" (holds a run of the same configuration) or
-        "overwrite" (holds something else and `overwrite` is True).
-
-    Raises:
-        RunDirectoryError: it holds a different run or foreign files and `overwrite` is False.
-    """
-    if filesystem.is_file(model_dir):
-        raise RunDirectoryError(f"--model_dir {model_dir} is a file, not a directory.")
-    if not _run_entries(model_dir):
-        return "new"
-    config_path = os.path.join(model_dir, CONFIG_FILE)
-    if not filesystem.is_file(config_path):
-        if overwrite:
-            return "overwrite"
-        raise RunDirectoryError(
-            f"--model_dir {model_dir} is not empty and holds no {CONFIG_FILE}: choose another "
-            "--model_dir or pass --overwrite to delete its contents.")
-    try:
-        stored = filesystem.read_json(config_path)
-    except (OSError, ValueError, tf.errors.OpError):
-        stored = None
-    current = config.identity()
-    stored_identity = ({k: v for k, v in stored.items() if k not in NON_IDENTITY_FIELDS}
-                       if isinstance(stored, dict) else None)
-    if stored_identity == current:
-        return "resume"
-    if overwrite:
-        return "overwrite"
-    if stored_identity is None:
-        raise RunDirectoryError(f"{config_path} is unreadable: pass --overwrite to start over.")
-    differing = sorted(k for k in set(current) | set(stored_identity)
-                       if current.get(k) != stored_identity.get(k))
-    shown = ", ".join(f"{k}={stored_identity.get(k)!r}->{current.get(k)!r}"
-                      for k in differing[:4]) + (", ..." if len(differing) > 4 else "")
-    raise RunDirectoryError(
-        f"--model_dir {model_dir} holds a run with a different configuration ({shown}): "
-        "pass --overwrite to replace it, or choose another --model_dir.")
-
-
-def prepare_model_dir(model_dir, config, action):
-    """Applies `check_model_dir`'s decision: deletes an old run on "overwrite" (all but the
-    lock of this process), creates the directory and writes `config.json` (a resumed run keeps
-    its own)."""
-    if action == "overwrite":
-        for name in _run_entries(model_dir):
-            path = os.path.join(model_dir, name)
-            if tf.io.gfile.isdir(path):
-                tf.io.gfile.rmtree(path)
-            else:
-                tf.io.gfile.remove(path)
-    tf.io.gfile.makedirs(model_dir)
-    if action != "resume":
-        filesystem.write_json(os.path.join(model_dir, CONFIG_FILE), config.to_dict())
-
-
-# ----------------------------------------------------------------------------------------------
 # Training.
 
 
@@ -491,14 +253,6 @@ def epoch_dataset(run, epoch, skip=0):
     return dataset.skip(skip) if skip else dataset
 
 
-def make_checkpoint_manager(run, model_dir):
-    """A `tf.train.CheckpointManager` of model (all weights) and optimizer (slots + step)."""
-
-    checkpoint = tf.train.Checkpoint(model=run.model, optimizer=run.optimizer)
-    return tf.train.CheckpointManager(checkpoint, os.path.join(model_dir, "checkpoints"),
-                                      max_to_keep=3)
-
-
 def load_pretrained(model_dir, *, checkpoint=None, strategy=None):
     """Rebuilds a pretraining run's model from its directory and restores a checkpoint.
 
@@ -519,8 +273,8 @@ def load_pretrained(model_dir, *, checkpoint=None, strategy=None):
             not match the configured architecture (one line each, naming the fix).
     """
 
-    config_path = os.path.join(model_dir, CONFIG_FILE)
-    facts_path = os.path.join(model_dir, FACTS_FILE)
+    config_path = os.path.join(model_dir, run_dir.CONFIG_FILE)
+    facts_path = os.path.join(model_dir, run_dir.FACTS_FILE)
     for path in (config_path, facts_path):
         if not filesystem.is_file(path):
             raise ValueError(f"{path} is missing: --model_dir must be a supcon_tf.pretrain run "
@@ -530,7 +284,7 @@ def load_pretrained(model_dir, *, checkpoint=None, strategy=None):
         for key in ("projection_units", "weight_decay_exclusions"):
             if key in stored:
                 stored[key] = tuple(stored[key])
-        config = PretrainConfig(**stored)
+        config = config_lib.PretrainConfig(**stored)
         config = dataclasses.replace(config, num_train_examples=facts["num_train_examples"],
                                      num_classes=facts["num_classes"], strategy="default",
                                      tpu=None)
@@ -539,7 +293,7 @@ def load_pretrained(model_dir, *, checkpoint=None, strategy=None):
                          "written by this version of supcon_tf.pretrain.") from None
     run = build_run(config, strategy or tf.distribute.get_strategy(),
                     channels=facts["channels"])
-    manager = make_checkpoint_manager(run, model_dir)
+    manager = checkpointing.make_checkpoint_manager(run, model_dir)
     path = checkpoint or manager.latest_checkpoint
     if not path:
         raise ValueError(f"no checkpoint in {os.path.join(model_dir, 'checkpoints')}: "
@@ -547,72 +301,9 @@ def load_pretrained(model_dir, *, checkpoint=None, strategy=None):
     if not tf.io.gfile.exists(path + ".index"):
         raise ValueError(f"checkpoint {path} does not exist (pass a prefix such as "
                          f"{os.path.join(model_dir, 'checkpoints', 'ckpt-1000')}).")
-    _restore(manager.checkpoint, path, f"it does not match the architecture in {config_path}")
+    checkpointing.restore(manager.checkpoint, path,
+                          f"it does not match the architecture in {config_path}")
     return run
-
-
-def _restore(checkpoint, path, fix):
-    """Restores `path` into `checkpoint`; any failure is one ValueError line ending in `fix`."""
-
-    try:
-        checkpoint.restore(path).assert_existing_objects_matched().expect_partial()
-    except (tf.errors.OpError, AssertionError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"cannot restore checkpoint {path} ({first[:200]}): {fix}.") from None
-
-
-def save_checkpoint(manager, step):
-    """Saves checkpoint `ckpt-<step>`; a failed write is one `filesystem.WriteError`.
-
-    `tf.train.CheckpointManager` writes a checkpoint's files under temporary names and lists
-    it in its index only once they are complete, so after a failure the previous checkpoints
-    are intact and a resumed run starts from the newest of them.
-    """
-    try:
-        return manager.save(checkpoint_number=step)
-    except (tf.errors.OpError, OSError) as e:
-        text = " ".join((getattr(e, "message", None) or str(e)).split())[:200]
-        raise filesystem.WriteError(
-            f"cannot write checkpoint {step} in {manager.directory} ({text}): free space or fix "
-            "permissions, then run the same command to resume from the last checkpoint."
-        ) from None
-
-
-class StepCheckpointer(keras.callbacks.Callback):
-    """Saves a checkpoint every `every` optimizer steps and every `every_secs` seconds.
-
-    Args:
-        manager: the run's `tf.train.CheckpointManager`.
-        optimizer: the optimizer whose `iterations` is the step.
-        every: steps between checkpoints.
-        every_secs: seconds between checkpoints (measured from the last save or the start).
-        strategy: the run's strategy (several workers agree on time-based saves).
-        last_saved_step: the step of the checkpoint the run resumed from.
-    """
-
-    def __init__(self, manager, optimizer, every, every_secs, strategy=None,
-                 last_saved_step=0):
-        super().__init__()
-        self.manager, self.optimizer = manager, optimizer
-        self.every, self.every_secs = every, every_secs
-        self.strategy = strategy
-        self.last_save = time.monotonic()
-        self.last_saved_step = last_saved_step
-
-    def _time_is_up(self):
-        """Whether `every_secs` passed; with several workers, on any of them (all save
-        together: a save is a collective step of every worker)."""
-        late = time.monotonic() - self.last_save >= self.every_secs
-        if self.strategy is None or distribute.num_workers(self.strategy) <= 1:
-            return late
-        return distribute.any_worker(self.strategy, late)
-
-    def on_train_batch_end(self, batch, logs=None):
-        step = int(self.optimizer.iterations.numpy())
-        if step % self.every == 0 or self._time_is_up():
-            save_checkpoint(self.manager, step)
-            self.last_save = time.monotonic()
-            self.last_saved_step = step
 
 
 class PreemptionCheck(keras.callbacks.Callback):
@@ -686,10 +377,6 @@ def make_tensorboard_callback(log_dir, optimizer):
 def _current_learning_rate(optimizer):
     rate = optimizer.learning_rate
     return float(rate.numpy() if hasattr(rate, "numpy") else rate)
-
-
-def _history_path(model_dir):
-    return os.path.join(model_dir, "history.json")
 
 
 def _plot_history(history, path):
@@ -801,20 +488,21 @@ def _train(run, model_dir, log, watcher, work_dir=None):
     # A worker that is not the chief resumes from the chief's checkpoints and writes its own
     # (every worker takes part in each save) to `work_dir`, which the caller removes.
     out = model_dir if chief else work_dir
-    manager = make_checkpoint_manager(run, out)
+    manager = checkpointing.make_checkpoint_manager(run, out)
     latest = tf.train.latest_checkpoint(checkpoints)
     resumed_from = 0
     if latest:
-        _restore(manager.checkpoint, latest, "delete the run or pass --overwrite to start over")
+        checkpointing.restore(manager.checkpoint, latest,
+                              "delete the run or pass --overwrite to start over")
         resumed_from = int(run.optimizer.iterations.numpy())
         log(f"resumed from {latest} at step {resumed_from}")
     model_dir = out
-    filesystem.write_json(os.path.join(model_dir, FACTS_FILE), {
+    filesystem.write_json(os.path.join(model_dir, run_dir.FACTS_FILE), {
         "channels": run.channels, "num_train_examples": run.num_train_examples,
         "num_classes": run.num_classes})
     history = {}
-    if resumed_from and filesystem.is_file(_history_path(model_dir)):
-        history = filesystem.read_json(_history_path(model_dir))
+    if resumed_from and filesystem.is_file(run_dir.history_path(model_dir)):
+        history = filesystem.read_json(run_dir.history_path(model_dir))
     try:
         knn = _make_knn_monitor(run)
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
@@ -825,7 +513,7 @@ def _train(run, model_dir, log, watcher, work_dir=None):
         make_tensorboard_callback(os.path.join(model_dir, "logs"), run.optimizer),
         collapse,
         PreemptionCheck(watcher, run.strategy),
-        StepCheckpointer(manager, run.optimizer, config.checkpoint_every,
+        checkpointing.StepCheckpointer(manager, run.optimizer, config.checkpoint_every,
                          config.checkpoint_every_secs, strategy=run.strategy,
                          last_saved_step=resumed_from),
     ]
@@ -869,10 +557,10 @@ def _train(run, model_dir, log, watcher, work_dir=None):
             history.setdefault("step", []).append(step)
             for key, values in fit.history.items():
                 history.setdefault(key, []).append(float(values[-1]))
-            filesystem.write_json(_history_path(model_dir), history)
+            filesystem.write_json(run_dir.history_path(model_dir), history)
     step = int(run.optimizer.iterations.numpy())
     if checkpointer.last_saved_step != step:
-        save_checkpoint(manager, step)
+        checkpointing.save_checkpoint(manager, step)
     if preempted is not None:  # (A signal after the last step lets the run finish.)
         signum = int(watcher.signum or preempted.signum)
         raise TrainingStopped(str(preemption.Preempted(step, signum)), status=128 + signum)
@@ -889,7 +577,7 @@ def _train(run, model_dir, log, watcher, work_dir=None):
             (monitors.embed_images(run.model, images), labels)}, seed=config.seed)
 
     final = {k: v[-1] for k, v in history.items() if k not in ("epoch", "step")}
-    results_path = os.path.join(model_dir, RESULTS_FILE)
+    results_path = os.path.join(model_dir, run_dir.RESULTS_FILE)
     results = filesystem.read_json(results_path) if filesystem.is_file(results_path) else {}
     results.update({
         "steps": step, "total_steps": run.total_steps, "steps_per_epoch": spe,
@@ -916,7 +604,7 @@ def monitor_arrays(config, split, count, seed):
     """A seeded sample of `count` images of `split`, eval-cropped, as uint8 arrays.
 
     Args:
-        config: the run's `PretrainConfig` (source, image size).
+        config: the run's `config.PretrainConfig` (source, image size).
         split: the split to sample.
         count: Python int > 0, examples wanted (fewer when the split is smaller).
         seed: Python int, seeds the shuffle.
@@ -960,7 +648,7 @@ def run_pretraining(config, model_dir, *, overwrite=False, log=print, strategy=N
     directories that they remove (the Keras convention) and print nothing.
 
     Args:
-        config: a `PretrainConfig`.
+        config: a `config.PretrainConfig`.
         model_dir: the run directory (any `tf.io.gfile` path).
         overwrite: replace a different run found in `model_dir`.
         log: callable taking one progress line.
@@ -976,7 +664,7 @@ def run_pretraining(config, model_dir, *, overwrite=False, log=print, strategy=N
         run_lock.RunLockError: another process holds `model_dir`.
         TrainingStopped, filesystem.WriteError: see `train`.
     """
-    action = check_model_dir(model_dir, config, overwrite)
+    action = run_dir.check_model_dir(model_dir, config, overwrite)
     run = build_run(config, strategy)
     if not distribute.is_chief(run.strategy):  # The chief owns model_dir.
         work_dir = tempfile.mkdtemp(prefix="supcon_worker_")
@@ -985,7 +673,7 @@ def run_pretraining(config, model_dir, *, overwrite=False, log=print, strategy=N
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
     with run_lock.RunLock(model_dir, log=log):
-        prepare_model_dir(model_dir, config, action)
+        run_dir.prepare_model_dir(model_dir, config, action)
         log(f"pretraining {config.loss} on {config.dataset}: {run.total_steps} steps "
             f"({run.steps_per_epoch} per epoch) of batch {config.batch_size}, lr "
             f"{run.learning_rate:g}; model_dir {model_dir} ({action})")
