@@ -14,16 +14,16 @@ of the final checkpoint). Only the checkpoint path runs under `--strategy`.
 Two protocols (`--protocol`):
 
 * `lbfgs` (default): the L-BFGS logistic-regression sweep of Kornblith et al.
-  (`probes.lbfgs_logistic_sweep`) on the features of the train and test splits (eval crop:
+  (`linear_probe.lbfgs_logistic_sweep`) on the features of the train and test splits (eval crop:
   resize + centre crop): the L2 penalty is chosen on a stratified held-out `--val_fraction` of
   train, then the probe is refit on all of train and scored on test.
-* `sgd`: the paper's stage 2 (`supcon_tf.evaluation.classifier`): a linear layer on the frozen,
-  stop-gradient encoder output (batch norm in inference mode, no weight decay on the encoder),
-  trained with `--optimizer`, `--learning_rate` (per 256 examples, scaled by
+* `sgd`: the paper's stage 2 (`supcon_tf.evaluation.linear_classifier`): a linear layer on the
+  frozen, stop-gradient encoder output (batch norm in inference mode, no weight decay on the
+  encoder), trained with `--optimizer`, `--learning_rate` (per 256 examples, scaled by
   `--batch_size / 256`), `--weight_decay`, `--momentum`, `--epsilon`, `--epochs`, `--schedule`
   (+ `--warmup_epochs`, `--decay_rate`, `--decay_epochs`, `--boundary_epochs`), with training
   augmentation `--augmentation`: `eval` (default; the features are then computed once and the
-  classifier is `probes.sgd_linear_probe`), `crop_flip` (the paper's random resized crop with
+  classifier is trained on them), `crop_flip` (the paper's random resized crop with
   area in [`--crop_min_area`, 1] + flip; images are streamed through the frozen encoder), or a
   pretraining policy. flags/linear_eval/*.flags hold the paper's configurations.
 
@@ -90,7 +90,7 @@ flags.DEFINE_float("val_fraction", 0.2, "lbfgs: share of each train class held o
 flags.DEFINE_integer("shots", 0, "Also run a few-shot probe with this many images per class "
                      "(0: no).", flag_values=FLAGS)
 flags.DEFINE_integer("draws", 20, "Few-shot draws averaged.", flag_values=FLAGS)
-# The sgd protocol's classifier (supcon_tf.evaluation.classifier.ClassifierConfig).
+# The sgd protocol's classifier (supcon_tf.evaluation.linear_classifier.ClassifierConfig).
 flags.DEFINE_string("optimizer", "momentum", "sgd: lars | momentum | nesterov | rmsprop | adam "
                     "| adamw.", flag_values=FLAGS)
 flags.DEFINE_float("learning_rate", 0.1, "sgd: base learning rate per 256 examples.",
@@ -123,12 +123,12 @@ flags.DEFINE_integer("verbose", 0, "Keras fit verbosity of the sgd protocol.", f
 
 
 def config_from_flags(flag_values):
-    """The validated `classifier.ClassifierConfig` of parsed flag values (a `FlagValues`).
+    """The validated `linear_classifier.ClassifierConfig` of parsed flag values.
 
     Raises:
         ValueError: a bad `--protocol` or classifier flag (one line naming it).
     """
-    from supcon_tf.evaluation import classifier
+    from supcon_tf.evaluation import linear_classifier
 
     if flag_values["protocol"].value not in PROTOCOLS:
         raise ValueError(f"--protocol={flag_values['protocol'].value!r} is unknown; use one of "
@@ -143,8 +143,8 @@ def config_from_flags(flag_values):
     names = ("optimizer", "learning_rate", "momentum", "epsilon", "weight_decay", "epochs",
              "batch_size", "schedule", "warmup_epochs", "decay_rate", "decay_epochs",
              "augmentation", "crop_min_area", "flip", "normalize_features", "seed")
-    config = classifier.ClassifierConfig(boundary_epochs=boundaries,
-                                         **{name: flag_values[name].value for name in names})
+    config = linear_classifier.ClassifierConfig(
+        boundary_epochs=boundaries, **{name: flag_values[name].value for name in names})
     config.validate()
     return config
 
@@ -168,9 +168,8 @@ def load_checkpoint_encoder(model_dir, checkpoint=LATEST, strategy=None):
     import keras
     import tensorflow as tf
 
-
-
     from supcon_tf import trainer
+    from supcon_tf.evaluation import features
 
     prefix = None if checkpoint in (None, LATEST) else checkpoint
     run = trainer.load_pretrained(model_dir, checkpoint=prefix, strategy=strategy)
@@ -179,25 +178,20 @@ def load_checkpoint_encoder(model_dir, checkpoint=LATEST, strategy=None):
     keras.mixed_precision.set_global_policy("float32")
     encoder = run.model.encoder
     input_shape = tuple(encoder.input_shape[1:])
-
-    @tf.function(input_signature=[tf.TensorSpec((None,) + input_shape, tf.float32)])
-    def embed(images):
-        return tf.cast(encoder(images, training=False), tf.float32)
-
-    return encoder, embed, input_shape, path
+    return encoder, features.embed_function(encoder), input_shape, path
 
 
 def extract(embed, dataset, split, image_size, *, data_dir, manual_dir, crop_fraction,
             batch_size):
     """Features float32 [N, F] and labels int64 [N] of a split (eval augmentation)."""
-    from supcon_tf.evaluation import classifier
-    from supcon_tf.evaluation import finetune
+    from supcon_tf.evaluation import features
+    from supcon_tf.evaluation import linear_classifier
 
-    data = classifier.eval_dataset(dataset, image_size, batch_size, split=split,
-                                   data_dir=data_dir, manual_dir=manual_dir,
-                                   center_crop_fraction=crop_fraction)
+    data = linear_classifier.eval_dataset(dataset, image_size, batch_size, split=split,
+                                          data_dir=data_dir, manual_dir=manual_dir,
+                                          center_crop_fraction=crop_fraction)
     try:
-        return finetune.predict(embed, data)
+        return features.embed_batches(embed, data)
     except ValueError:
         raise ValueError(f"split {split!r} of {dataset!r} is empty.") from None
 
@@ -250,9 +244,10 @@ def main(argv):
     from supcon_tf import export
     from supcon_tf import run_dir
     from supcon_tf.data import sources
-    from supcon_tf.evaluation import classifier
+    from supcon_tf.evaluation import few_shot
+    from supcon_tf.evaluation import linear_classifier
+    from supcon_tf.evaluation import linear_probe
     from supcon_tf.evaluation import metrics
-    from supcon_tf.evaluation import probes
 
     start = time.time()
     protocol = FLAGS.protocol
@@ -291,7 +286,8 @@ def main(argv):
             train_x, train_y = extract(embed, dataset, FLAGS.split, image_size, **common)
             test_x, test_y = extract(embed, dataset, FLAGS.test_split, image_size, **common)
         if protocol == "lbfgs":
-            fit, held = probes.stratified_holdout(train_y, FLAGS.val_fraction, seed=FLAGS.seed)
+            fit, held = linear_probe.stratified_holdout(train_y, FLAGS.val_fraction,
+                                                        seed=FLAGS.seed)
             num_classes = int(max(train_y.max(), test_y.max())) + 1
         else:
             num_classes = sources.num_classes(dataset, data_dir)
@@ -301,10 +297,10 @@ def main(argv):
             keras.utils.set_random_seed(config.seed)  # tf.data's seeds depend on the global one
             num_train = count_examples(dataset, FLAGS.split, data_dir=data_dir,
                                        manual_dir=manual_dir)
-            train_data = classifier.augmented_dataset(
+            train_data = linear_classifier.augmented_dataset(
                 dataset, image_size, config, split=FLAGS.split, data_dir=data_dir,
                 manual_dir=manual_dir)
-            test_data = classifier.eval_dataset(
+            test_data = linear_classifier.eval_dataset(
                 dataset, image_size, FLAGS.batch_size, split=FLAGS.test_split,
                 data_dir=data_dir, manual_dir=manual_dir,
                 center_crop_fraction=FLAGS.center_crop_fraction)
@@ -319,9 +315,9 @@ def main(argv):
               "image_size": int(image_size), "num_train": int(num_train),
               "encoder": kind, "encoder_path": source, "protocol": protocol}
     if protocol == "lbfgs":
-        sweep = probes.lbfgs_logistic_sweep(train_x[fit], train_y[fit], train_x[held],
-                                            train_y[held], test_x, test_y,
-                                            num_classes=num_classes)
+        sweep = linear_probe.lbfgs_logistic_sweep(train_x[fit], train_y[fit], train_x[held],
+                                                  train_y[held], test_x, test_y,
+                                                  num_classes=num_classes)
         top1 = float(sweep.test_score)
         top5 = float(metrics.top_k_accuracy(test_y, sweep.test_scores, k=min(5, num_classes)))
         report.update({"val_fraction": FLAGS.val_fraction, "best_lambda": sweep.best_lambda})
@@ -329,14 +325,14 @@ def main(argv):
         detail = f"lambda {sweep.best_lambda:.3g}"
     else:
         if streamed:
-            result = classifier.train_linear_classifier(
+            result = linear_classifier.train_linear_classifier(
                 encoder, train_data, test_data, config, num_classes=num_classes,
                 num_train_examples=num_train, input_shape=input_shape, strategy=strategy,
                 verbose=FLAGS.verbose)
         else:
-            result = classifier.train_on_features(train_x, train_y, test_x, test_y, config,
-                                                  num_classes=num_classes,
-                                                  verbose=FLAGS.verbose)
+            result = linear_classifier.train_on_features(train_x, train_y, test_x, test_y,
+                                                         config, num_classes=num_classes,
+                                                         verbose=FLAGS.verbose)
         top1, top5 = float(result.top1), float(result.top5)
         steps_per_epoch = config.steps_per_epoch(num_train)
         report.update({"classifier": config.to_dict(), "num_classes": int(num_classes),
@@ -350,8 +346,8 @@ def main(argv):
         report.update({"num_test": int(len(test_y)), "feature_dim": int(train_x.shape[1])})
     report.update({"top1": top1, "top5": top5})
     if FLAGS.shots:
-        few = probes.few_shot_probe(train_x, train_y, test_x, test_y, shots=FLAGS.shots,
-                                    draws=FLAGS.draws, seed=FLAGS.seed)
+        few = few_shot.few_shot_probe(train_x, train_y, test_x, test_y, shots=FLAGS.shots,
+                                      draws=FLAGS.draws, seed=FLAGS.seed)
         report.update({f"{FLAGS.shots}_shot_top1": few.mean,
                        f"{FLAGS.shots}_shot_std": few.std})
         rows.append((f"{FLAGS.shots}-shot logistic (mean of {FLAGS.draws})", few.mean, None))

@@ -1,60 +1,23 @@
 """Training monitors: kNN accuracy on a held-out set and a collapse warning (Keras callbacks).
 
 * `KNNAccuracy` embeds a labelled reference set and a held-out set with the model's encoder
-  (`embed_images`) every `frequency` epochs and logs the cosine kNN top-1 as `knn_accuracy`:
-  a label-free view of representation quality while contrastive training runs.
+  (`evaluation.features.embed_images`) every `frequency` epochs and logs the cosine kNN top-1
+  (`evaluation.knn`) as `knn_accuracy`: a label-free view of representation quality while
+  contrastive training runs.
 * `CollapseMonitor` warns when training has collapsed to a single embedding: the epoch's
   contrastive loss sits at `losses.collapse_value` (ln(N*V - 1), times tau when rescaled) or
   the projected embeddings of a probe batch have no spread left. It logs `embedding_spread`.
 """
 
 import warnings
-import weakref
 
 import keras
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
 from supcon_tf import losses
-from supcon_tf.evaluation import probes
-
-
-_EMBED_FUNCTIONS = weakref.WeakKeyDictionary()
-
-
-def _embed_function(encoder):
-    """A `tf.function` of `encoder` in inference mode, made once per encoder."""
-    if encoder not in _EMBED_FUNCTIONS:
-        _EMBED_FUNCTIONS[encoder] = tf.function(
-            lambda images: encoder(images, training=False), reduce_retracing=True)
-    return _EMBED_FUNCTIONS[encoder]
-
-
-def embed_images(model, images, batch_size=256):
-    """The encoder embeddings of a stack of images, computed on this process alone.
-
-    The encoder is called directly (not `model.predict`, which under a distribution strategy
-    splits the batch over the replicas and returns every replica's rows), so the same code
-    serves one device, mirrored replicas and every worker of a multi-worker run.
-
-    Args:
-        model: a `SupConModel` (its `encoder` is used) or an encoder taking float images in
-            [0, 1].
-        images: float `[N, H, W, C]` in [0, 1], or uint8 `[N, H, W, C]` in [0, 255] (converted
-            one batch at a time, so a large held-out set can be kept as uint8).
-        batch_size: Python int, images per batch.
-
-    Returns:
-        numpy float32 `[N, F]`.
-    """
-    embed = _embed_function(getattr(model, "encoder", model))
-    batches = []
-    for start in range(0, len(images), batch_size):
-        batch = np.asarray(images[start:start + batch_size])
-        batch = batch.astype(np.float32) / 255.0 if batch.dtype == np.uint8 else batch
-        batches.append(np.asarray(embed(tf.constant(batch, tf.float32)), np.float32))
-    return np.concatenate(batches)
+from supcon_tf.evaluation import features
+from supcon_tf.evaluation import knn
 
 
 class KNNAccuracy(keras.callbacks.Callback):
@@ -86,9 +49,10 @@ class KNNAccuracy(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.frequency:
             return
-        accuracy = probes.knn_accuracy(
-            embed_images(self.model, self.reference[0], self.batch_size), self.reference[1],
-            embed_images(self.model, self.test[0], self.batch_size), self.test[1],
+        accuracy = knn.knn_accuracy(
+            features.embed_images(self.model, self.reference[0], self.batch_size),
+            self.reference[1],
+            features.embed_images(self.model, self.test[0], self.batch_size), self.test[1],
             k=self.k, temperature=self.temperature)
         self.history.append((epoch + 1, accuracy))
         if logs is not None:

@@ -30,9 +30,9 @@ def tsne_points(features, seed=0):
     """
     from sklearn.manifold import TSNE
 
-    from supcon_tf.evaluation import probes
+    from supcon_tf.evaluation import features as features_lib
 
-    features = probes.l2_normalize(features)
+    features = features_lib.l2_normalize(features)
     perplexity = min(30.0, (len(features) - 1) / 3.0)
     return TSNE(n_components=2, init="pca", random_state=seed,
                 perplexity=perplexity).fit_transform(features)

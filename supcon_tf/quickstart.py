@@ -122,27 +122,26 @@ def _train(kind, encoder, num_classes, steps_per_epoch, settings):
     return [float(v) for v in history.history[key]]
 
 
-def _features(encoder, images, settings):
+def _features(encoder, images, labels, settings):
     """Encoder features float32 [N, F] of uint8 images [N, 32, 32, 3], resized as in training."""
-    import numpy as np
     import tensorflow as tf
-    from supcon_tf.data import augment
+    from supcon_tf.evaluation import features
 
-    resize = augment.build_augmenter("eval", settings.image_size, center_crop_fraction=1.0)
-    data = tf.data.Dataset.from_tensor_slices(images).map(resize).batch(256)
-    return np.asarray(encoder.predict(data, verbose=0))
+    data = tf.data.Dataset.from_tensor_slices((images, labels))
+    return features.extract_features(encoder, data, settings.image_size, 256, crop_fraction=1.0)[0]
 
 
 def _probe(train_x, train_y, test_x, test_y, settings):
     """Full-label L-BFGS sweep and few-shot probes; returns top-1 accuracies."""
-    from supcon_tf.evaluation import probes
+    from supcon_tf.evaluation import few_shot
+    from supcon_tf.evaluation import linear_probe
 
     # Full labels: lambda chosen on a stratified held-out fifth of train, refit on all of it.
-    fit, held = probes.stratified_holdout(train_y, 0.2, seed=settings.seed)
-    sweep = probes.lbfgs_logistic_sweep(
+    fit, held = linear_probe.stratified_holdout(train_y, 0.2, seed=settings.seed)
+    sweep = linear_probe.lbfgs_logistic_sweep(
         train_x[fit], train_y[fit], train_x[held], train_y[held], test_x, test_y)
-    few = probes.few_shot_probe(train_x, train_y, test_x, test_y, shots=settings.shots,
-                                draws=settings.draws, seed=settings.seed)
+    few = few_shot.few_shot_probe(train_x, train_y, test_x, test_y, shots=settings.shots,
+                                  draws=settings.draws, seed=settings.seed)
     return float(sweep.test_score), float(few.mean), float(few.std)
 
 
@@ -182,8 +181,8 @@ def main(argv):
 
     rows, features = {}, {}
     for kind, encoder in encoders.items():
-        train_x = _features(encoder, train_images, settings)
-        test_x = _features(encoder, test_images, settings)
+        train_x = _features(encoder, train_images, train_labels, settings)
+        test_x = _features(encoder, test_images, test_labels, settings)
         features[kind] = test_x
         full, few, few_std = _probe(train_x, train_labels, test_x, test_labels, settings)
         rows[kind] = {"top1": full, f"{settings.shots}_shot_top1": few,

@@ -43,6 +43,7 @@ from supcon_tf import preemption
 from supcon_tf import run_dir
 from supcon_tf import run_lock
 from supcon_tf import train_loop
+from supcon_tf.evaluation import features
 
 @dataclasses.dataclass
 class Run:
@@ -574,7 +575,7 @@ def _train(run, model_dir, log, watcher, work_dir=None):
         images, labels = knn.test
         plots.save_tsne(os.path.join(model_dir, "tsne.png"), {
             f"t-SNE of {len(labels)} held-out embeddings ({config.loss}, {run.eval_split} split)":
-            (monitors.embed_images(run.model, images), labels)}, seed=config.seed)
+            (features.embed_images(run.model, images), labels)}, seed=config.seed)
 
     final = {k: v[-1] for k, v in history.items() if k not in ("epoch", "step")}
     results_path = os.path.join(model_dir, run_dir.RESULTS_FILE)

@@ -40,6 +40,7 @@ from absl import flags  # noqa: E402
 
 from supcon_tf import cli  # noqa: E402
 from supcon_tf import filesystem  # noqa: E402
+from supcon_tf.evaluation import finetune  # noqa: E402
 from supcon_tf.evaluation import transfer as registry  # noqa: E402
 
 MODES = ("linear", "finetune")
@@ -61,8 +62,8 @@ flags.DEFINE_string("manual_dir", None, "Root of the manual downloads: "
 flags.DEFINE_string("output_dir", None, "Where results go (default <model_dir>/transfer_<mode>).")
 flags.DEFINE_integer("image_size", None, "Image side (default: the encoder's input size).")
 flags.DEFINE_integer("batch_size", 256, "Batch of feature extraction and evaluation.")
-flags.DEFINE_integer("finetune_steps", registry.FINETUNE_STEPS, "Steps of every fine-tuning run.")
-flags.DEFINE_integer("finetune_batch_size", registry.FINETUNE_BATCH_SIZE,
+flags.DEFINE_integer("finetune_steps", finetune.STEPS, "Steps of every fine-tuning run.")
+flags.DEFINE_integer("finetune_batch_size", finetune.BATCH_SIZE,
                      "Batch of fine-tuning.")
 flags.DEFINE_list("learning_rates", None, "Fine-tuning learning rates (default: the reference's "
                   "7 log-spaced in [1e-4, 0.1]).")
@@ -188,14 +189,10 @@ def _open_benchmarks(keys):
 
 
 def _run_one(data, embed, encoder, image_size, grid):
-    from supcon_tf.evaluation import transfer_protocol
-
     if FLAGS.mode == "linear":
-        if embed is None:
-            embed = transfer_protocol.encoder_embed(encoder)
-        return transfer_protocol.linear_benchmark(embed, data, image_size=image_size,
-                                                  batch_size=FLAGS.batch_size, seed=FLAGS.seed)
-    return transfer_protocol.finetune_benchmark(
+        return registry.linear_benchmark(embed or encoder, data, image_size=image_size,
+                                         batch_size=FLAGS.batch_size, seed=FLAGS.seed)
+    return registry.finetune_benchmark(
         encoder, data, grid=grid, steps=FLAGS.finetune_steps,
         batch_size=FLAGS.finetune_batch_size, seed=FLAGS.seed,
         eval_batch_size=FLAGS.batch_size, log=print)
@@ -213,8 +210,6 @@ def _describe(report):
 
 def main(argv):
     cli.start(argv, FLAGS.model_dir, "the pretraining run to evaluate")
-    from supcon_tf.evaluation import finetune
-
     try:
         if not filesystem.is_dir(FLAGS.model_dir):
             raise ValueError(f"--model_dir {FLAGS.model_dir} does not exist.")

@@ -4,7 +4,11 @@ Binaries run as subprocesses from the repository root (`run_binary`); `user_stde
 TensorFlow's start-up log lines so a test can assert the program's own one-line errors;
 `snapshot` records every file of a directory so a test can check that nothing changed;
 `tiny_run_dir` is one 2-step tiny pretraining run per test session; `write_folders` lays out
-digits image folders as manual-download transfer benchmarks.
+digits image folders as manual-download transfer benchmarks. For the evaluation tests:
+`sklearn_digits_splits` (fixed feature splits for the probes), `resize_centre_crop` and
+`saved_model_embed` (the evaluation transform and the SavedModel's features written out
+independently of the library), `chance_accuracy` (the baseline accuracy thresholds are set
+against).
 """
 
 import os
@@ -117,3 +121,59 @@ def assert_same_checkpoint(model_dir, reference_dir, context=""):
     for key in reference:
         np.testing.assert_allclose(resumed[key], reference[key], rtol=1e-4, atol=1e-5,
                                    err_msg=f"{key} {context}")
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation
+
+
+def sklearn_digits_splits():
+    """sklearn's 8x8 digits as features, shuffled once: 600 train, 300 val, the rest test.
+
+    Returns:
+        {"train" | "val" | "test": (features float64 [N, 64], labels int [N])}.
+    """
+    from sklearn import datasets
+
+    features, labels = datasets.load_digits(return_X_y=True)
+    order = np.random.default_rng(0).permutation(labels.size)
+    features, labels = features[order], labels[order]
+    return {"train": (features[:600], labels[:600]), "val": (features[600:900], labels[600:900]),
+            "test": (features[900:], labels[900:])}
+
+
+def chance_accuracy(labels):
+    """Top-1 accuracy of always predicting the most frequent class of `labels` (int [N])."""
+    return float(np.bincount(np.asarray(labels)).max() / len(labels))
+
+
+def resize_centre_crop(image, size, fraction=1.0):
+    """Short side to `size / fraction` (bicubic, antialiased), then the central square of `size`.
+
+    `fraction` 1.0 is the linear probe's transform; 224 / 256 the fine-tuning evaluation's.
+
+    Args:
+        image: uint8 [H, W, C].
+
+    Returns:
+        float32 [size, size, C] in [0, 1].
+    """
+    import tensorflow as tf
+
+    height, width = image.shape[:2]
+    scale = size / fraction / min(height, width)
+    new_h, new_w = max(round(height * scale), size), max(round(width * scale), size)
+    resized = tf.image.resize(image.astype(np.float32) / 255.0, [new_h, new_w],
+                              method="bicubic", antialias=True).numpy()
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    return np.clip(resized[top:top + size, left:left + size], 0.0, 1.0)
+
+
+def saved_model_embed(model_dir, images):
+    """Features [N, F] of uint8 images through `resize_centre_crop` and the run's SavedModel
+    `embed` signature (loaded with TensorFlow alone)."""
+    import tensorflow as tf
+
+    embed = tf.saved_model.load(os.path.join(model_dir, "saved_model")).signatures["embed"]
+    batch = np.stack([resize_centre_crop(image, IMAGE_SIZE) for image in images])
+    return embed(images=tf.constant(batch))["embeddings"].numpy()

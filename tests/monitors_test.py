@@ -8,7 +8,7 @@ import pytest
 
 from supcon_tf import losses
 from supcon_tf import monitors
-from supcon_tf.evaluation import probes
+from supcon_tf.evaluation import knn
 from supcon_tf.models.supcon_model import SupConModel
 
 IMAGE = (4, 4, 3)
@@ -36,8 +36,8 @@ def test_knn_accuracy_logs_the_probe_on_predicted_embeddings():
     callback = monitors.KNNAccuracy(x[:, 0], y, test_x[:, 0], test_y, k=3)
     model = _model()
     history = model.fit(x, y, batch_size=8, epochs=2, callbacks=[callback], verbose=0)
-    want = probes.knn_accuracy(model.predict(x[:, 0], verbose=0), y,
-                               model.predict(test_x[:, 0], verbose=0), test_y, k=3)
+    want = knn.knn_accuracy(model.predict(x[:, 0], verbose=0), y,
+                            model.predict(test_x[:, 0], verbose=0), test_y, k=3)
     assert history.history["knn_accuracy"][-1] == pytest.approx(want)
     assert [epoch for epoch, _ in callback.history] == [1, 2]
 

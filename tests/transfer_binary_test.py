@@ -2,12 +2,12 @@
 
 Tiny benchmark data stands in for the real datasets: image folders of digits for the manual
 downloads (FGVC Aircraft: mean per-class, official val split; Stanford Cars: top-1, validation
-held out of train) under a temporary `--manual_dir`, and `tfds.testing.mock_data` for VOC2007
-(multi-label, 11-point mAP) in in-process calls of the library the binary runs (linear probe
-and fine-tuning). Every expected value is recomputed here: images decoded with PIL, resized
-with TensorFlow, embedded with the SavedModel's `embed` signature (or passed through each
-fine-tuned classifier), the lambda sweep, and the metrics written out in numpy. The unit tests
-of the data modules it reads live in tests/data/benchmarks_test.py and multilabel_test.py.
+held out of train) under a temporary `--manual_dir`. Every expected value is recomputed here:
+images decoded with PIL, resized with TensorFlow, embedded with the SavedModel's `embed`
+signature, the lambda sweep, and the metrics written out in numpy. The protocol's own tests
+(VOC2007 through `tfds.testing.mock_data`, linear and fine-tuning) are in
+tests/evaluation/transfer_test.py; those of the data modules it reads in
+tests/data/benchmarks_test.py and multilabel_test.py.
 """
 
 import json
@@ -19,6 +19,7 @@ from PIL import Image
 from helpers import IMAGE_SIZE
 from helpers import REPO
 from helpers import run_binary
+from helpers import saved_model_embed
 from helpers import snapshot
 from helpers import tiny_run_dir
 from helpers import user_stderr_lines
@@ -41,30 +42,6 @@ def manual_dir(tmp_path_factory):
 # the direct computation
 
 
-def _resize_centre_crop(image, size, fraction=1.0):
-    """Short side to `size / fraction` (bicubic, antialiased), then the central square of `size`.
-
-    `fraction` 1.0 is the linear probe's transform; 224 / 256 the fine-tuning evaluation's.
-    """
-    import tensorflow as tf
-
-    height, width = image.shape[:2]
-    scale = size / fraction / min(height, width)
-    new_h, new_w = max(round(height * scale), size), max(round(width * scale), size)
-    resized = tf.image.resize(image.astype(np.float32) / 255.0, [new_h, new_w],
-                              method="bicubic", antialias=True).numpy()
-    top, left = (new_h - size) // 2, (new_w - size) // 2
-    return np.clip(resized[top:top + size, left:left + size], 0.0, 1.0)
-
-
-def _embed(model_dir, images):
-    import tensorflow as tf
-
-    embed = tf.saved_model.load(os.path.join(model_dir, "saved_model")).signatures["embed"]
-    batch = np.stack([_resize_centre_crop(image, IMAGE_SIZE) for image in images])
-    return embed(images=tf.constant(batch))["embeddings"].numpy()
-
-
 def _folder_split(model_dir, root, split):
     """Features [N, F] and labels [N] of <root>/<split>: labels from the sorted class folder
     names, files in the order the folder source yields them (a seeded order that mixes the
@@ -76,7 +53,7 @@ def _folder_split(model_dir, root, split):
     for path in sources.folder_source(root, split).paths:
         images.append(np.asarray(Image.open(path).convert("RGB")))
         labels.append(classes.index(os.path.basename(os.path.dirname(path))))
-    return _embed(model_dir, images), np.asarray(labels)
+    return saved_model_embed(model_dir, images), np.asarray(labels)
 
 
 def _top1(labels, scores):
@@ -88,24 +65,9 @@ def _mean_per_class(labels, scores):
     return float(np.mean([np.mean(predictions[labels == c] == c) for c in np.unique(labels)]))
 
 
-def _map_11point(targets, scores):
-    """VOC2007 11-point mAP written out: per class, ignored entries dropped, ranked by score."""
-    aps = []
-    for c in range(targets.shape[1]):
-        keep = targets[:, c] != -1
-        hits = targets[keep, c][np.argsort(-scores[keep, c], kind="stable")] == 1
-        if not hits.any():
-            continue
-        precision = np.cumsum(hits) / np.arange(1, hits.size + 1)
-        recall = np.cumsum(hits) / hits.sum()
-        aps.append(np.mean([max([p for p, r in zip(precision, recall) if r >= t], default=0.0)
-                            for t in np.arange(11) / 10.0]))
-    return float(np.mean(aps))
-
-
 def _direct_linear(model_dir, manual_dir, key):
     """(test score, best lambda) of one folder benchmark computed here."""
-    from supcon_tf.evaluation import probes
+    from supcon_tf.evaluation import linear_probe
 
     root = os.path.join(manual_dir, key)
     train_x, train_y = _folder_split(model_dir, root, "train")
@@ -114,11 +76,11 @@ def _direct_linear(model_dir, manual_dir, key):
         val_x, val_y = _folder_split(model_dir, root, "val")
         metric, score = "mean_per_class", _mean_per_class
     else:  # 20 % of each train class held out with the run's seed 0; metric top-1
-        fit, held = probes.stratified_holdout(train_y, 0.2, seed=0)
+        fit, held = linear_probe.stratified_holdout(train_y, 0.2, seed=0)
         train_x, train_y, val_x, val_y = train_x[fit], train_y[fit], train_x[held], train_y[held]
         metric, score = "top1", _top1
-    sweep = probes.lbfgs_logistic_sweep(train_x, train_y, val_x, val_y, test_x, test_y,
-                                        lambdas=np.logspace(-6, 5, 45), metric=metric)
+    sweep = linear_probe.lbfgs_logistic_sweep(train_x, train_y, val_x, val_y, test_x, test_y,
+                                              lambdas=np.logspace(-6, 5, 45), metric=metric)
     return score(test_y, sweep.test_scores), sweep.best_lambda
 
 
@@ -159,116 +121,6 @@ def test_linear_mode_matches_direct_computation_and_skips_missing(pretrained, ma
         table = f.read()
     assert f"| **Mean (2 of 12 datasets)** | | **{100 * mean:.2f}** |" in table
     assert table in result.stdout
-
-
-def test_voc2007_linear_is_multilabel_map(pretrained):
-    """VOC2007 through TFDS mock data: targets from voc_targets, sweep on the official val."""
-    import tensorflow_datasets as tfds
-
-    from supcon_tf import export
-    from supcon_tf.data import benchmarks
-    from supcon_tf.evaluation import metrics
-    from supcon_tf.evaluation import probes
-    from supcon_tf.evaluation import transfer
-    from supcon_tf.evaluation import transfer_protocol
-
-    embed, _ = export.load_embed(os.path.join(pretrained, "saved_model"))
-    with tfds.testing.mock_data(num_examples=24):
-        data = benchmarks.open_benchmark(transfer.get_benchmark("voc2007"), download=True)
-        report = transfer_protocol.linear_benchmark(embed, data, image_size=IMAGE_SIZE)
-        builder = tfds.builder("voc/2007")
-        direct = {}
-        for split in ("train", "validation", "test"):
-            examples = list(tfds.as_numpy(builder.as_dataset(split=split)))
-            targets = metrics.voc_targets([e["labels"] for e in examples],
-                                          [e["labels_no_difficult"] for e in examples], 20)
-            direct[split] = (_embed(pretrained, [e["image"] for e in examples]), targets)
-    assert data.multilabel and data.num_classes == 20
-    assert report["metric"] == "map_11point" and report["validation"] == "official"
-    assert (report["num_train"], report["num_val"], report["num_test"]) == (24, 24, 24)
-    sweep = probes.lbfgs_logistic_sweep(*direct["train"], *direct["validation"], *direct["test"],
-                                        metric="map_11point")
-    assert report["best_lambda"] == pytest.approx(sweep.best_lambda)
-    assert report["test_score"] == pytest.approx(
-        _map_11point(direct["test"][1], sweep.test_scores), abs=1e-9)
-
-
-def _voc_mock_split(builder, split):
-    """(raw images, targets int64 [N, 20] from `metrics.voc_targets`) of a mock VOC split."""
-    import tensorflow_datasets as tfds
-
-    from supcon_tf.evaluation import metrics
-
-    examples = list(tfds.as_numpy(builder.as_dataset(split=split)))
-    targets = metrics.voc_targets([e["labels"] for e in examples],
-                                  [e["labels_no_difficult"] for e in examples], 20)
-    return [e["image"] for e in examples], targets
-
-
-@pytest.mark.slow
-def test_voc2007_finetune_scores_map_of_the_finetuned_model(pretrained, monkeypatch):
-    """VOC2007 fine-tuning through TFDS mock data: every grid point and the final run rescored.
-
-    Each `finetune.finetune` run (the grid's two, then the retrain on train+validation) is
-    recorded with its trained weights; its classifier is then applied here to the raw images
-    (short side to 16 * 256 / 224, bicubic, centre 16 crop) and scored with the 11-point mAP
-    written out in numpy against `voc_targets` of the raw examples.
-    """
-    import tensorflow_datasets as tfds
-
-
-
-    from supcon_tf import trainer
-    from supcon_tf.data import benchmarks
-    from supcon_tf.evaluation import finetune
-    from supcon_tf.evaluation import transfer
-    from supcon_tf.evaluation import transfer_protocol
-
-    runs = []  # (keyword arguments, model, trained weights) of every fine-tuning run
-    finetune_one = finetune.finetune
-
-    def recording_finetune(encoder, train_data, **kwargs):
-        result = finetune_one(encoder, train_data, **kwargs)
-        runs.append((kwargs, result.model, result.model.get_weights()))
-        return result
-
-    monkeypatch.setattr(finetune, "finetune", recording_finetune)
-    encoder = trainer.load_pretrained(pretrained).model.encoder
-    grid = finetune.make_grid([0.001, 0.1], [1e-4])
-    with tfds.testing.mock_data(num_examples=24):
-        data = benchmarks.open_benchmark(transfer.get_benchmark("voc2007"), download=True)
-        report = transfer_protocol.finetune_benchmark(encoder, data, grid=grid, steps=2,
-                                                      batch_size=8, seed=0)
-        builder = tfds.builder("voc/2007")
-        val_images, val_targets = _voc_mock_split(builder, "validation")
-        test_images, test_targets = _voc_mock_split(builder, "test")
-
-    def direct_map(run, images, targets):
-        _, model, weights = run
-        model.set_weights(weights)
-        batch = np.stack([_resize_centre_crop(image, IMAGE_SIZE, fraction=224 / 256)
-                          for image in images])
-        return _map_11point(targets, np.asarray(model(batch, training=False)))
-
-    assert report["metric"] == "map_11point" and report["mode"] == "finetune"
-    assert (report["num_train"], report["num_val"], report["num_test"]) == (24, 24, 24)
-    assert len(runs) == 3  # two grid points, then the chosen one on train+validation
-    assert [(p["learning_rate"], p["weight_decay"]) for p in report["grid"]] == [
-        (0.001, 1e-4), (0.1, 1e-4)]
-    for point, run in zip(report["grid"], runs[:2]):
-        assert (run[0]["learning_rate"], run[0]["num_train_examples"]) == (
-            point["learning_rate"], 24)
-        assert point["val_score"] == pytest.approx(
-            direct_map(run, val_images, val_targets), abs=1e-9)
-    best = int(np.argmax([p["val_score"] for p in report["grid"]]))  # first maximum on ties
-    assert report["learning_rate"] == report["grid"][best]["learning_rate"]
-    assert report["val_score"] == report["grid"][best]["val_score"]
-    final_kwargs = runs[2][0]
-    assert final_kwargs["learning_rate"] == report["learning_rate"]
-    assert final_kwargs["num_train_examples"] == 48 and final_kwargs["multilabel"]
-    assert report["test_score"] == pytest.approx(
-        direct_map(runs[2], test_images, test_targets), abs=1e-9)
-
 
 
 # ----------------------------------------------------------------------------------------------

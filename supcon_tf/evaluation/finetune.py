@@ -4,9 +4,11 @@ The fine-tuning half of reference/transfer.md (Kornblith et al. 2019, as used by
 SupCon): the whole network (encoder + a new linear layer) is trained with SGD, Nesterov momentum
 0.9 and a cosine learning-rate decay to 0, for `steps` steps of `batch_size` images augmented
 with a random resized crop (area in [0.08, 1], bicubic) and a horizontal flip. Batch-norm
-layers use momentum `transfer.finetune_bn_momentum(s)` = max(1 - 10 / s, 0.9), s = steps per
-epoch = ceil(train examples / batch size). Evaluation resizes the short side to
-`image_size / EVAL_CROP_FRACTION` (256 for 224) and takes the central `image_size` square.
+layers use momentum `bn_momentum(s)` = max(1 - 10 / s, 0.9), s = steps per epoch =
+ceil(train examples / batch size). Evaluation resizes the short side to
+`image_size / EVAL_CROP_FRACTION` (256 for 224) and takes the central `image_size` square. The
+reference grid (`make_grid()`) is 7 learning rates in [1e-4, 0.1] x 8 weight decays (0 and 7 in
+[1e-6, 1e-3]), each run `STEPS` steps of batch `BATCH_SIZE`.
 
 Weight decay is coupled L2 (`optimizers.SGDWithL2`, g <- g + c w): the grid's value `wd` is
 divided by the learning rate, c = wd / lr, so each step shrinks the weights by lr_t * c, i.e.
@@ -21,8 +23,9 @@ out, as in the metric).
 
 `finetune` trains one (learning rate, weight decay) pair; `grid_search` trains every pair of a
 grid from the same pretrained weights and scores each on validation; `select_best` picks the
-argmax. The caller (`transfer_protocol.finetune_benchmark`) then retrains the best pair on
-train+validation and scores test.
+argmax. The caller (`transfer.finetune_benchmark`) then retrains the best pair on
+train+validation and scores test; `classifier_scores` gives a trained model's logits of a split
+(`features.extract_features` through the evaluation transform).
 """
 
 import dataclasses
@@ -36,12 +39,36 @@ from keras import ops
 from supcon_tf import optimizers
 from supcon_tf import schedules
 from supcon_tf.data import augment
+from supcon_tf.evaluation import features
 from supcon_tf.evaluation import metrics
-from supcon_tf.evaluation import transfer
 
-EVAL_CROP_FRACTION = transfer.PROBE_IMAGE_SIZE / transfer.FINETUNE_EVAL_RESIZE  # 224 / 256
+STEPS = 20_000
+BATCH_SIZE = 256
+MOMENTUM = 0.9  # Nesterov
+LEARNING_RATES = np.logspace(-4, -1, 7)
+WEIGHT_DECAYS = np.concatenate([[0.0], np.logspace(-6, -3, 7)])
+EVAL_CROP_FRACTION = 224 / 256  # resize the short side to 256, centre crop 224 (scaled to S)
 TRAIN_CROP_AREA = (0.08, 1.0)
 SHUFFLE_BUFFER = 10_000
+
+
+def bn_momentum(steps_per_epoch):
+    """Batch-norm momentum for fine-tuning: max(1 - 10 / s, 0.9) with s steps per epoch.
+
+    Args:
+        steps_per_epoch: Python int > 0.
+
+    Returns:
+        Python float in [0.9, 1).
+
+    Raises:
+        ValueError: `steps_per_epoch` is not a positive int.
+    """
+    if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) or (
+            steps_per_epoch <= 0):
+        raise ValueError(f"steps_per_epoch must be a positive int; received {steps_per_epoch!r}. "
+                         "Pass ceil(train examples / batch size).")
+    return max(1.0 - 10.0 / steps_per_epoch, 0.9)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -172,52 +199,8 @@ def train_pipeline(dataset, image_size, batch_size, *, seed=0, shuffle_buffer=SH
     return stream.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def eval_pipeline(dataset, image_size, batch_size, crop_fraction=EVAL_CROP_FRACTION):
-    """Resize the short side to `image_size / crop_fraction` (bicubic), centre crop, batch.
-
-    Args:
-        dataset: `tf.data.Dataset` of `(image uint8 [H, W, C], target)`.
-        image_size: Python int S.
-        batch_size: Python int B.
-        crop_fraction: Python float in (0, 1]; 1.0 is the linear probe's "resize to S, crop S",
-            `EVAL_CROP_FRACTION` the fine-tuning "resize to 256, crop 224" scaled to S; None
-            the eval augmenter's own default.
-
-    Returns:
-        A finite `tf.data.Dataset` of `(images float32 [B, S, S, C], targets)` in input order.
-    """
-    options = {} if crop_fraction is None else {"center_crop_fraction": crop_fraction}
-    resize = augment.build_augmenter("eval", image_size, **options)
-    return dataset.map(lambda image, target: (resize(image), target),
-                       num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(
-                           tf.data.AUTOTUNE)
-
-
-def predict(function, batches):
-    """Applies `function` to every batch of images and stacks the outputs and targets.
-
-    Args:
-        function: callable float32 [B, S, S, C] -> float [B, D] (an embed signature, a
-            classifier); called once per batch.
-        batches: `tf.data.Dataset` of `(images [B, S, S, C], targets)` (`eval_pipeline`).
-
-    Returns:
-        (outputs float32 [N, D], targets int64 [N] or [N, num_classes]) as numpy arrays.
-
-    Raises:
-        ValueError: the dataset is empty.
-    """
-    outputs, targets = [], []
-    for images, batch_targets in batches:
-        outputs.append(np.asarray(function(images), dtype=np.float32))
-        targets.append(batch_targets.numpy())
-    if not outputs:
-        raise ValueError("predict got an empty dataset; check the split holds images.")
-    return np.concatenate(outputs), np.concatenate(targets).astype(np.int64)
-
-
 def classifier_scores(model, dataset, image_size, batch_size):
-    """Logits of a fine-tuned classifier on a split (fine-tuning eval transform).
+    """Logits of a fine-tuned classifier on a split (the fine-tuning evaluation transform).
 
     Args:
         model: from `finetune` (images [B, S, S, C] -> logits [B, K]).
@@ -228,7 +211,8 @@ def classifier_scores(model, dataset, image_size, batch_size):
     Returns:
         (scores float32 [N, K], targets int64 [N] or [N, K]).
     """
-    return predict(model.predict_on_batch, eval_pipeline(dataset, image_size, batch_size))
+    return features.extract_features(model.predict_on_batch, dataset, image_size, batch_size,
+                                     EVAL_CROP_FRACTION)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -260,18 +244,12 @@ class FinetuneResult:
     step_losses: np.ndarray
 
 
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int; received {value!r}.")
-    return int(value)
-
-
 def finetune(encoder, train_data, *, num_classes, num_train_examples, learning_rate,
              weight_decay, steps, batch_size, multilabel=False, seed=0,
              shuffle_buffer=SHUFFLE_BUFFER):
     """Fine-tunes `encoder` plus a fresh linear classifier with one (lr, wd) pair.
 
-    Sets the encoder's batch-norm momentum to `transfer.finetune_bn_momentum(s)` and its
+    Sets the encoder's batch-norm momentum to `bn_momentum(s)` and its
     `trainable` to True, then runs `steps` steps of `model.fit` (one step per Keras epoch, so
     the history holds each step's loss). The encoder's weights change in place: callers that
     train several pairs restore the pretrained weights in between (`grid_search` does).
@@ -298,22 +276,22 @@ def finetune(encoder, train_data, *, num_classes, num_train_examples, learning_r
     """
     for name, value in (("num_classes", num_classes), ("num_train_examples", num_train_examples),
                         ("steps", steps), ("batch_size", batch_size)):
-        _check_positive_int(name, value)
+        features.check_positive_int(name, value, f"Pass {name} >= 1.")
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0; received {learning_rate!r}.")
     if not weight_decay >= 0:
         raise ValueError(f"weight_decay must be >= 0; received {weight_decay!r}.")
     steps_per_epoch = math.ceil(num_train_examples / batch_size)
-    bn_momentum = transfer.finetune_bn_momentum(steps_per_epoch)
+    momentum = bn_momentum(steps_per_epoch)
     encoder.trainable = True
-    set_batch_norm_momentum(encoder, bn_momentum)
+    set_batch_norm_momentum(encoder, momentum)
     model = build_classifier(encoder, num_classes, seed=seed)
     schedule = schedules.build_schedule("cosine", float(learning_rate),
                                         steps_per_epoch=steps_per_epoch,
                                         epochs=steps / steps_per_epoch)
     optimizer = optimizers.build_optimizer(
         "nesterov", schedule, float(weight_decay) / float(learning_rate),
-        momentum=transfer.FINETUNE_MOMENTUM)
+        momentum=MOMENTUM)
     model.compile(optimizer=optimizer,
                   loss=masked_sigmoid_cross_entropy if multilabel else softmax_cross_entropy)
     image_size = int(encoder.input_shape[1])
@@ -322,7 +300,7 @@ def finetune(encoder, train_data, *, num_classes, num_train_examples, learning_r
     history = model.fit(batches, epochs=steps, steps_per_epoch=1, shuffle=False, verbose=0)
     return FinetuneResult(model=model, optimizer=optimizer, schedule=schedule,
                           learning_rate=float(learning_rate),
-                          weight_decay=float(weight_decay), bn_momentum=bn_momentum,
+                          weight_decay=float(weight_decay), bn_momentum=momentum,
                           steps_per_epoch=steps_per_epoch,
                           step_losses=np.asarray(history.history["loss"], dtype=np.float64))
 
@@ -353,17 +331,21 @@ def make_grid(learning_rates=None, weight_decays=None):
     """(learning rate, weight decay, weight decay / learning rate) triples, learning rate major.
 
     Args:
-        learning_rates: positive floats; default `transfer.FINETUNE_LEARNING_RATES` (7).
-        weight_decays: floats >= 0; default `transfer.FINETUNE_WEIGHT_DECAYS` (0 + 7).
+        learning_rates: positive floats; default `LEARNING_RATES` (7 log-spaced in
+            [1e-4, 0.1]).
+        weight_decays: floats >= 0; default `WEIGHT_DECAYS` (0 and 7 log-spaced in
+            [1e-6, 1e-3]).
 
     Returns:
-        List of Python-float triples; with both defaults it equals `transfer.finetune_grid()`.
+        List of Python-float triples; with both defaults the reference's 56-point grid. The
+        optimizer's coefficient is `weight_decay / learning_rate`, so the per-step shrinkage
+        `learning_rate * coefficient` equals the grid value whatever the learning rate.
 
     Raises:
         ValueError: an empty list, a learning rate <= 0 or a weight decay < 0.
     """
-    rates = transfer.FINETUNE_LEARNING_RATES if learning_rates is None else learning_rates
-    decays = transfer.FINETUNE_WEIGHT_DECAYS if weight_decays is None else weight_decays
+    rates = LEARNING_RATES if learning_rates is None else learning_rates
+    decays = WEIGHT_DECAYS if weight_decays is None else weight_decays
     rates = [float(rate) for rate in rates]
     decays = [float(decay) for decay in decays]
     if not rates or not all(rate > 0 for rate in rates):

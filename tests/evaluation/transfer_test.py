@@ -1,13 +1,23 @@
-"""Tests of supcon_tf.evaluation.transfer: the registry against reference/transfer.md, summaries."""
+"""Tests of supcon_tf.evaluation.transfer: the registry against reference/transfer.md, summaries,
+and the protocol on one benchmark (VOC2007 through `tfds.testing.mock_data`; linear probe and
+fine-tuning), every expected value recomputed here: images resized with TensorFlow
+(`helpers.resize_centre_crop`), embedded with the SavedModel's `embed` signature or passed
+through each fine-tuned classifier, the lambda sweep, and the 11-point mAP written out in numpy.
+"""
 
 import dataclasses
 import json
+import os
 
 import numpy as np
 import pytest
 
 from supcon_tf.evaluation import metrics
 from supcon_tf.evaluation import transfer
+from helpers import IMAGE_SIZE
+from helpers import resize_centre_crop
+from helpers import saved_model_embed
+from helpers import tiny_run_dir
 
 # reference/transfer.md, typed in again: display name, TFDS name, train, test, classes, metric.
 REFERENCE_TABLE = [
@@ -96,19 +106,129 @@ def test_summarise_bad_results(results, match):
         transfer.summarise(results)
 
 
-def test_finetune_protocol():
-    grid = transfer.finetune_grid()
-    assert len(grid) == 7 * 8
-    rates = sorted({rate for rate, _, _ in grid})
-    decays = sorted({decay for _, decay, _ in grid})
-    np.testing.assert_allclose([rates[0], rates[-1]], [1e-4, 0.1])
-    assert decays[0] == 0.0
-    np.testing.assert_allclose([decays[1], decays[-1]], [1e-6, 1e-3])
-    for rate, decay, coefficient in grid:
-        assert coefficient * rate == pytest.approx(decay)
-    assert transfer.finetune_bn_momentum(50) == pytest.approx(0.9)   # 1 - 10/50 = 0.8 -> 0.9
-    assert transfer.finetune_bn_momentum(200) == pytest.approx(0.95)  # 1 - 10/200
-    with pytest.raises(ValueError, match="steps_per_epoch must be a positive int; received 0"):
-        transfer.finetune_bn_momentum(0)
+def test_linear_probe_lambdas_are_the_reference_45():
     assert len(transfer.LINEAR_PROBE_LAMBDAS) == 45
     np.testing.assert_allclose(transfer.LINEAR_PROBE_LAMBDAS[[0, -1]], [1e-6, 1e5])
+    np.testing.assert_allclose(np.diff(np.log10(transfer.LINEAR_PROBE_LAMBDAS)), 11 / 44)
+
+
+# ----------------------------------------------------------------------------------------------
+# the protocol on one benchmark
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    return tiny_run_dir(tmp_path_factory)
+
+
+def _map_11point(targets, scores):
+    """VOC2007 11-point mAP written out: per class, ignored entries dropped, ranked by score."""
+    aps = []
+    for c in range(targets.shape[1]):
+        keep = targets[:, c] != -1
+        hits = targets[keep, c][np.argsort(-scores[keep, c], kind="stable")] == 1
+        if not hits.any():
+            continue
+        precision = np.cumsum(hits) / np.arange(1, hits.size + 1)
+        recall = np.cumsum(hits) / hits.sum()
+        aps.append(np.mean([max([p for p, r in zip(precision, recall) if r >= t], default=0.0)
+                            for t in np.arange(11) / 10.0]))
+    return float(np.mean(aps))
+
+
+def _voc_mock_split(builder, split):
+    """(raw images, targets int64 [N, 20] from `metrics.voc_targets`) of a mock VOC split."""
+    import tensorflow_datasets as tfds
+
+    examples = list(tfds.as_numpy(builder.as_dataset(split=split)))
+    targets = metrics.voc_targets([e["labels"] for e in examples],
+                                  [e["labels_no_difficult"] for e in examples], 20)
+    return [e["image"] for e in examples], targets
+
+
+def test_voc2007_linear_is_multilabel_map(pretrained):
+    """VOC2007 through TFDS mock data: targets from voc_targets, sweep on the official val."""
+    import tensorflow_datasets as tfds
+
+    from supcon_tf import export
+    from supcon_tf.data import benchmarks
+    from supcon_tf.evaluation import linear_probe
+
+    embed, _ = export.load_embed(os.path.join(pretrained, "saved_model"))
+    with tfds.testing.mock_data(num_examples=24):
+        data = benchmarks.open_benchmark(transfer.get_benchmark("voc2007"), download=True)
+        report = transfer.linear_benchmark(embed, data, image_size=IMAGE_SIZE)
+        builder = tfds.builder("voc/2007")
+        direct = {}
+        for split in ("train", "validation", "test"):
+            images, targets = _voc_mock_split(builder, split)
+            direct[split] = (saved_model_embed(pretrained, images), targets)
+    assert data.multilabel and data.num_classes == 20
+    assert report["metric"] == "map_11point" and report["validation"] == "official"
+    assert (report["num_train"], report["num_val"], report["num_test"]) == (24, 24, 24)
+    sweep = linear_probe.lbfgs_logistic_sweep(*direct["train"], *direct["validation"],
+                                              *direct["test"], metric="map_11point")
+    assert report["best_lambda"] == pytest.approx(sweep.best_lambda)
+    assert report["test_score"] == pytest.approx(
+        _map_11point(direct["test"][1], sweep.test_scores), abs=1e-9)
+
+
+@pytest.mark.slow
+def test_voc2007_finetune_scores_map_of_the_finetuned_model(pretrained, monkeypatch):
+    """VOC2007 fine-tuning through TFDS mock data: every grid point and the final run rescored.
+
+    Each `finetune.finetune` run (the grid's two, then the retrain on train+validation) is
+    recorded with its trained weights; its classifier is then applied here to the raw images
+    (short side to 16 * 256 / 224, bicubic, centre 16 crop) and scored with the 11-point mAP
+    written out in numpy against `voc_targets` of the raw examples.
+    """
+    import tensorflow_datasets as tfds
+
+    from supcon_tf import trainer
+    from supcon_tf.data import benchmarks
+    from supcon_tf.evaluation import finetune
+
+    runs = []  # (keyword arguments, model, trained weights) of every fine-tuning run
+    finetune_one = finetune.finetune
+
+    def recording_finetune(encoder, train_data, **kwargs):
+        result = finetune_one(encoder, train_data, **kwargs)
+        runs.append((kwargs, result.model, result.model.get_weights()))
+        return result
+
+    monkeypatch.setattr(finetune, "finetune", recording_finetune)
+    encoder = trainer.load_pretrained(pretrained).model.encoder
+    grid = finetune.make_grid([0.001, 0.1], [1e-4])
+    with tfds.testing.mock_data(num_examples=24):
+        data = benchmarks.open_benchmark(transfer.get_benchmark("voc2007"), download=True)
+        report = transfer.finetune_benchmark(encoder, data, grid=grid, steps=2,
+                                             batch_size=8, seed=0)
+        builder = tfds.builder("voc/2007")
+        val_images, val_targets = _voc_mock_split(builder, "validation")
+        test_images, test_targets = _voc_mock_split(builder, "test")
+
+    def direct_map(run, images, targets):
+        _, model, weights = run
+        model.set_weights(weights)
+        batch = np.stack([resize_centre_crop(image, IMAGE_SIZE, fraction=224 / 256)
+                          for image in images])
+        return _map_11point(targets, np.asarray(model(batch, training=False)))
+
+    assert report["metric"] == "map_11point" and report["mode"] == "finetune"
+    assert (report["num_train"], report["num_val"], report["num_test"]) == (24, 24, 24)
+    assert len(runs) == 3  # two grid points, then the chosen one on train+validation
+    assert [(p["learning_rate"], p["weight_decay"]) for p in report["grid"]] == [
+        (0.001, 1e-4), (0.1, 1e-4)]
+    for point, run in zip(report["grid"], runs[:2]):
+        assert (run[0]["learning_rate"], run[0]["num_train_examples"]) == (
+            point["learning_rate"], 24)
+        assert point["val_score"] == pytest.approx(
+            direct_map(run, val_images, val_targets), abs=1e-9)
+    best = int(np.argmax([p["val_score"] for p in report["grid"]]))  # first maximum on ties
+    assert report["learning_rate"] == report["grid"][best]["learning_rate"]
+    assert report["val_score"] == report["grid"][best]["val_score"]
+    final_kwargs = runs[2][0]
+    assert final_kwargs["learning_rate"] == report["learning_rate"]
+    assert final_kwargs["num_train_examples"] == 48 and final_kwargs["multilabel"]
+    assert report["test_score"] == pytest.approx(
+        direct_map(runs[2], test_images, test_targets), abs=1e-9)

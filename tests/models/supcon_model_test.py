@@ -353,7 +353,7 @@ def test_supcon_on_real_digits_probes_at_least_as_well_as_cross_entropy():
     # the held-out digits. SupCon must reach the cross-entropy model's top-1 minus one point.
     from supcon_tf import schedules
     from supcon_tf.data import pipeline
-    from supcon_tf.evaluation import probes
+    from supcon_tf.evaluation import linear_probe
     from supcon_tf.models import resnet
 
     size, epochs, batch = 16, 20, 128
@@ -380,8 +380,8 @@ def test_supcon_on_real_digits_probes_at_least_as_well_as_cross_entropy():
         model.fit(train, epochs=epochs, steps_per_epoch=steps, verbose=0)
         features = {s: model.predict(x, verbose=0) for s, (x, _) in evaluation.items()}
         train_y, test_y = evaluation["train"][1], evaluation["test"][1]
-        fit, held = probes.stratified_holdout(train_y, 0.2, seed=0)
-        accuracy[loss] = probes.lbfgs_logistic_sweep(
+        fit, held = linear_probe.stratified_holdout(train_y, 0.2, seed=0)
+        accuracy[loss] = linear_probe.lbfgs_logistic_sweep(
             features["train"][fit], train_y[fit], features["train"][held], train_y[held],
             features["test"], test_y).test_score
     assert accuracy["supcon"] >= accuracy["cross_entropy"] - 0.01, accuracy

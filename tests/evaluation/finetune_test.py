@@ -1,8 +1,9 @@
-"""Tests of `supcon_tf.evaluation.finetune` (and the fine-tuning half of the transfer protocol).
+"""Tests of `supcon_tf.evaluation.finetune` (the fine-tuning half of the transfer protocol).
 
-The encoder is the tiny digits pretraining run of helpers.tiny_run_dir (shared with the transfer tests), restored
-with `trainer.load_pretrained`; expected values are recomputed here (numpy losses, a direct
-loop over the grid, the protocol's formulas for batch-norm momentum and weight decay).
+The encoder is the tiny digits pretraining run of helpers.tiny_run_dir (shared with the transfer
+tests), restored with `trainer.load_pretrained`; expected values are recomputed here (numpy
+losses, a direct loop over the grid, the protocol's formulas for batch-norm momentum and weight
+decay), and accuracy is compared with the same classifier before fine-tuning.
 """
 
 import math
@@ -15,8 +16,8 @@ from supcon_tf import optimizers
 from supcon_tf.data import sources
 from supcon_tf.evaluation import finetune
 from supcon_tf.evaluation import metrics
-from supcon_tf.evaluation import transfer
 from helpers import IMAGE_SIZE
+from helpers import chance_accuracy
 from helpers import tiny_run_dir
 
 
@@ -72,7 +73,15 @@ def test_masked_sigmoid_cross_entropy_matches_naive_loops():
 
 
 def test_make_grid_defaults_to_the_reference_grid_and_divides_decay_by_rate():
-    assert finetune.make_grid() == transfer.finetune_grid()
+    grid = finetune.make_grid()  # reference/transfer.md: 7 learning rates x (0 + 7 decays)
+    assert len(grid) == 7 * 8
+    rates = sorted({rate for rate, _, _ in grid})
+    decays = sorted({decay for _, decay, _ in grid})
+    np.testing.assert_allclose(rates, np.logspace(-4, -1, 7))
+    assert decays[0] == 0.0
+    np.testing.assert_allclose(decays[1:], np.logspace(-6, -3, 7))
+    for rate, decay, coefficient in grid:
+        assert coefficient * rate == pytest.approx(decay)
     grid = finetune.make_grid([0.01, 0.1], [0.0, 1e-4])
     assert [(lr, wd) for lr, wd, _ in grid] == [(0.01, 0.0), (0.01, 1e-4), (0.1, 0.0),
                                                 (0.1, 1e-4)]
@@ -82,6 +91,13 @@ def test_make_grid_defaults_to_the_reference_grid_and_divides_decay_by_rate():
         finetune.make_grid([0.0], [0.0])
     with pytest.raises(ValueError, match="weight decays"):
         finetune.make_grid([0.1], [-1.0])
+
+
+def test_bn_momentum_is_max_of_one_minus_ten_over_steps_and_0_9():
+    assert finetune.bn_momentum(50) == pytest.approx(0.9)   # 1 - 10/50 = 0.8 -> 0.9
+    assert finetune.bn_momentum(200) == pytest.approx(0.95)  # 1 - 10/200
+    with pytest.raises(ValueError, match="steps_per_epoch must be a positive int; received 0"):
+        finetune.bn_momentum(0)
 
 
 @pytest.mark.parametrize("scores, best", [([0.2, 0.5, 0.1], 1), ([0.5, 0.2, 0.5], 0),
@@ -106,7 +122,11 @@ def test_batch_norm_layers_are_found_in_nested_models():
 @pytest.mark.slow
 def test_short_finetune_lowers_the_loss_and_sets_bn_momentum_and_decay(encoder):
     train = sources.load_source("digits", "train")  # 1,442 images
+    test = sources.load_source("digits", "test")
     batch_size, steps, rate, decay = 12, 100, 0.1, 1e-4
+    # Baseline: the same classifier before fine-tuning (pretrained encoder, the seeded head).
+    untrained = finetune.build_classifier(encoder, 10, seed=0)
+    before, _ = finetune.classifier_scores(untrained, test, IMAGE_SIZE, 128)
     result = finetune.finetune(encoder, train, num_classes=10, num_train_examples=1442,
                                learning_rate=rate, weight_decay=decay, steps=steps,
                                batch_size=batch_size, seed=0)
@@ -133,10 +153,11 @@ def test_short_finetune_lowers_the_loss_and_sets_bn_momentum_and_decay(encoder):
     losses = result.step_losses
     assert losses.shape == (steps,) and np.all(np.isfinite(losses))
     assert np.mean(losses[-20:]) < np.mean(losses[:20]) - 0.1
-    scores, labels = finetune.classifier_scores(result.model, sources.load_source(
-        "digits", "test"), IMAGE_SIZE, 128)
+    scores, labels = finetune.classifier_scores(result.model, test, IMAGE_SIZE, 128)
     accuracy = float(np.mean(np.argmax(scores, axis=1) == labels))
-    assert labels.shape == (355,) and accuracy > 0.25  # ten classes: chance is 0.1
+    baseline = float(np.mean(np.argmax(before, axis=1) == labels))
+    assert labels.shape == (355,)
+    assert accuracy > baseline + 0.15 and accuracy > 2 * chance_accuracy(labels)
 
 
 @pytest.mark.slow
