@@ -8,7 +8,7 @@ digits image folders as manual-download transfer benchmarks. For the evaluation 
 `sklearn_digits_splits` (fixed feature splits for the probes), `resize_centre_crop` and
 `saved_model_embed` (the evaluation transform and the SavedModel's features written out
 independently of the library), `chance_accuracy` (the baseline accuracy thresholds are set
-against).
+against), `naive_rankings` and `naive_retrieval_metrics` (retrieval by a plain loop over queries).
 """
 
 import os
@@ -169,11 +169,64 @@ def resize_centre_crop(image, size, fraction=1.0):
     return np.clip(resized[top:top + size, left:left + size], 0.0, 1.0)
 
 
-def saved_model_embed(model_dir, images):
-    """Features [N, F] of uint8 images through `resize_centre_crop` and the run's SavedModel
-    `embed` signature (loaded with TensorFlow alone)."""
+def saved_model_embed(model_dir, images, fraction=1.0):
+    """Features [N, F] of uint8 images through `resize_centre_crop` (crop `fraction`) and the
+    run's SavedModel `embed` signature (loaded with TensorFlow alone)."""
     import tensorflow as tf
 
     embed = tf.saved_model.load(os.path.join(model_dir, "saved_model")).signatures["embed"]
-    batch = np.stack([resize_centre_crop(image, IMAGE_SIZE) for image in images])
+    batch = np.stack([resize_centre_crop(image, IMAGE_SIZE, fraction) for image in images])
     return embed(images=tf.constant(batch))["embeddings"].numpy()
+
+
+def naive_rankings(queries, references=None):
+    """Every query's references ranked by a plain loop: cosine to each reference one at a time,
+    then a full sort by (similarity descending, reference index). Without references:
+    leave-one-out (the query itself is not ranked).
+
+    Returns:
+        list (one per query) of lists of reference indices, best first.
+    """
+    queries = np.asarray(queries, np.float64)
+    loo = references is None
+    references = queries if loo else np.asarray(references, np.float64)
+    rankings = []
+    for q, query in enumerate(queries):
+        query = query / max(np.linalg.norm(query), 1e-12)
+        candidates = [j for j in range(len(references)) if not (loo and j == q)]
+        similarity = {j: float(np.dot(query, references[j] /
+                                      max(np.linalg.norm(references[j]), 1e-12)))
+                      for j in candidates}
+        rankings.append(sorted(candidates, key=lambda j: (-similarity[j], j)))
+    return rankings
+
+
+def naive_retrieval_metrics(queries, labels, references=None, reference_labels=None,
+                            ks=(1, 2, 4, 8)):
+    """Retrieval metrics from `naive_rankings`, the definitions written out per query (queries
+    with no relevant reference are left out).
+
+    Returns:
+        ({metric name: float}, number of queries left out).
+    """
+    labels = np.asarray(labels)
+    reference_labels = labels if references is None else np.asarray(reference_labels)
+    scores = {name: [] for name in ["precision_at_1", "r_precision", "map_at_r"] +
+              [f"recall_at_{k}" for k in ks]}
+    left_out = 0
+    for label, ranking in zip(labels, naive_rankings(queries, references)):
+        relevant = [bool(reference_labels[j] == label) for j in ranking]
+        r = sum(relevant)
+        if r == 0:
+            left_out += 1
+            continue
+        scores["precision_at_1"].append(float(relevant[0]))
+        scores["r_precision"].append(sum(relevant[:r]) / r)
+        average = 0.0
+        for i in range(r):
+            if relevant[i]:
+                average += sum(relevant[:i + 1]) / (i + 1)
+        scores["map_at_r"].append(average / r)
+        for k in ks:
+            scores[f"recall_at_{k}"].append(float(any(relevant[:k])))
+    return {name: float(np.mean(values)) for name, values in scores.items()}, left_out

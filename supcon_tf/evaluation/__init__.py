@@ -8,6 +8,7 @@
 * `finetune`: fine-tuning with a fresh linear classifier, and its grid search.
 * `transfer`: the 12-dataset transfer registry and the protocol run on one benchmark.
 * `metrics`: top-k, mean per-class accuracy, 11-point mAP.
+* `retrieval`: Precision@1, R-precision, MAP@R and Recall@k of cosine retrieval.
 """
 
 from supcon_tf.evaluation import features
@@ -17,4 +18,5 @@ from supcon_tf.evaluation import knn
 from supcon_tf.evaluation import linear_classifier
 from supcon_tf.evaluation import linear_probe
 from supcon_tf.evaluation import metrics
+from supcon_tf.evaluation import retrieval
 from supcon_tf.evaluation import transfer
