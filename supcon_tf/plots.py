@@ -1,7 +1,9 @@
-"""PNG plots of a run: t-SNE maps of embeddings coloured by class.
+"""PNG plots of a run: t-SNE maps of embeddings coloured by class, training curves, retrieval
+examples.
 
-Matplotlib runs headless (the Agg backend); every function writes one PNG (rendered in memory,
-then written through `tf.io.gfile`, so any run directory works) and closes its figure.
+Matplotlib runs headless (the Agg backend; the retrieval examples are drawn with PIL); every
+function writes one PNG (rendered in memory, then written through `tf.io.gfile`, so any run
+directory works) and closes its figure.
 """
 
 import numpy as np
@@ -92,3 +94,61 @@ def save_curves(path, panels, xlabel="epoch"):
     figure.tight_layout()
     filesystem.write_figure(figure, path, dpi=100)
     plt.close(figure)
+
+
+# Frame colours of `save_retrieval_examples`.
+QUERY_COLOUR, RIGHT_COLOUR, WRONG_COLOUR = (40, 90, 200), (20, 170, 60), (220, 30, 30)
+
+
+def save_retrieval_examples(path, query_images, query_labels, result_images, result_labels,
+                            cell=96, frame=4):
+    """Queries beside their nearest results, one row per query, to a PNG (drawn with PIL).
+
+    The query is framed blue; each result green when it has the query's label, red otherwise;
+    every image is captioned with its label.
+
+    Args:
+        path: the PNG to write.
+        query_images: float [Q, S, S, C] in [0, 1] (C in {1, 3}).
+        query_labels: int [Q].
+        result_images: float [Q, K, S, S, C] in [0, 1], each query's results, best first.
+        result_labels: int [Q, K].
+        cell: Python int, the side every image is drawn at (nearest-neighbour when enlarged).
+        frame: Python int, the frame width in pixels.
+    """
+    import io
+
+    from PIL import Image
+    from PIL import ImageDraw
+
+    num_queries, num_results = np.asarray(result_labels).shape
+    text, gap, margin = 12, 16, 8
+    box = cell + 2 * frame
+    width = 2 * margin + box * (num_results + 1) + gap + 2 * num_results
+    height = 2 * margin + text + num_queries * (box + text + 4)
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((margin, margin), "query", fill="black")
+    draw.text((margin + box + gap, margin),
+              f"top {num_results} (green: same class, red: another class)", fill="black")
+
+    def paste(image, label, colour, left, top):
+        pixels = np.round(np.clip(np.asarray(image, np.float64), 0.0, 1.0) * 255).astype(np.uint8)
+        tile = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+        resample = Image.NEAREST if tile.width < cell else Image.BILINEAR
+        draw.rectangle([left, top, left + box - 1, top + box - 1], fill=colour)
+        canvas.paste(tile.convert("RGB").resize((cell, cell), resample),
+                     (left + frame, top + frame))
+        draw.text((left, top + box + 1), f"label {int(label)}", fill="black")
+
+    for row in range(num_queries):
+        top = margin + text + row * (box + text + 4)
+        paste(query_images[row], query_labels[row], QUERY_COLOUR, margin, top)
+        for column in range(num_results):
+            label = result_labels[row][column]
+            colour = RIGHT_COLOUR if label == query_labels[row] else WRONG_COLOUR
+            paste(result_images[row][column], label, colour,
+                  margin + box + gap + column * (box + 2), top)
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    filesystem.write_bytes(path, buffer.getvalue())

@@ -275,8 +275,9 @@ def _supervised_keys(builder):
     if keys and len(keys) == 2 and all(isinstance(k, str) for k in keys):
         return keys
     features = builder.info.features
-    if "image" in features and "label" in features:
-        return "image", "label"
+    for label_key in ("label", "class_id"):  # class_id: stanford_online_products
+        if "image" in features and label_key in features:
+            return "image", label_key
     raise ValueError(f"TFDS dataset {builder.name!r} has no (image, label) pair (features: "
                      f"{sorted(features.keys())}); load it with tfds and wrap it with "
                      "from_arrays or Dataset.map.")
