@@ -96,16 +96,26 @@ def save_curves(path, panels, xlabel="epoch"):
     plt.close(figure)
 
 
-# Frame colours of `save_retrieval_examples`.
+# Layout of `save_retrieval_examples`: frame colours, image side, frame width, margin, caption
+# height, gap between the query and its results, gap between results (pixels).
 QUERY_COLOUR, RIGHT_COLOUR, WRONG_COLOUR = (40, 90, 200), (20, 170, 60), (220, 30, 30)
+CELL, FRAME, MARGIN, CAPTION, QUERY_GAP, RESULT_GAP = 96, 4, 8, 14, 16, 2
 
 
-def save_retrieval_examples(path, query_images, query_labels, result_images, result_labels,
-                            cell=96, frame=4):
+def example_box(row, column):
+    """(left, top) pixel of the framed box of `save_retrieval_examples`' picture at `row` (a
+    query) and `column` (0: the query, i: its i-th result)."""
+    box = CELL + 2 * FRAME
+    left = MARGIN + (0 if column == 0 else box + QUERY_GAP + (column - 1) * (box + RESULT_GAP))
+    return left, MARGIN + CAPTION + row * (box + CAPTION)
+
+
+def save_retrieval_examples(path, query_images, query_labels, result_images, result_labels):
     """Queries beside their nearest results, one row per query, to a PNG (drawn with PIL).
 
     The query is framed blue; each result green when it has the query's label, red otherwise;
-    every image is captioned with its label.
+    every image is drawn `CELL` pixels wide (nearest-neighbour when enlarged) and captioned with
+    its label. `example_box` gives where each image's frame is.
 
     Args:
         path: the PNG to write.
@@ -113,8 +123,6 @@ def save_retrieval_examples(path, query_images, query_labels, result_images, res
         query_labels: int [Q].
         result_images: float [Q, K, S, S, C] in [0, 1], each query's results, best first.
         result_labels: int [Q, K].
-        cell: Python int, the side every image is drawn at (nearest-neighbour when enlarged).
-        frame: Python int, the frame width in pixels.
     """
     import io
 
@@ -122,33 +130,30 @@ def save_retrieval_examples(path, query_images, query_labels, result_images, res
     from PIL import ImageDraw
 
     num_queries, num_results = np.asarray(result_labels).shape
-    text, gap, margin = 12, 16, 8
-    box = cell + 2 * frame
-    width = 2 * margin + box * (num_results + 1) + gap + 2 * num_results
-    height = 2 * margin + text + num_queries * (box + text + 4)
-    canvas = Image.new("RGB", (width, height), "white")
+    box = CELL + 2 * FRAME
+    right, bottom = example_box(num_queries, num_results)
+    canvas = Image.new("RGB", (right + box + MARGIN, bottom + MARGIN), "white")
     draw = ImageDraw.Draw(canvas)
-    draw.text((margin, margin), "query", fill="black")
-    draw.text((margin + box + gap, margin),
+    draw.text((MARGIN, MARGIN), "query", fill="black")
+    draw.text((example_box(0, 1)[0], MARGIN),
               f"top {num_results} (green: same class, red: another class)", fill="black")
 
-    def paste(image, label, colour, left, top):
+    def paste(image, label, colour, row, column):
+        left, top = example_box(row, column)
         pixels = np.round(np.clip(np.asarray(image, np.float64), 0.0, 1.0) * 255).astype(np.uint8)
         tile = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
-        resample = Image.NEAREST if tile.width < cell else Image.BILINEAR
+        resample = Image.NEAREST if tile.width < CELL else Image.BILINEAR
         draw.rectangle([left, top, left + box - 1, top + box - 1], fill=colour)
-        canvas.paste(tile.convert("RGB").resize((cell, cell), resample),
-                     (left + frame, top + frame))
+        canvas.paste(tile.convert("RGB").resize((CELL, CELL), resample),
+                     (left + FRAME, top + FRAME))
         draw.text((left, top + box + 1), f"label {int(label)}", fill="black")
 
     for row in range(num_queries):
-        top = margin + text + row * (box + text + 4)
-        paste(query_images[row], query_labels[row], QUERY_COLOUR, margin, top)
+        paste(query_images[row], query_labels[row], QUERY_COLOUR, row, 0)
         for column in range(num_results):
             label = result_labels[row][column]
             colour = RIGHT_COLOUR if label == query_labels[row] else WRONG_COLOUR
-            paste(result_images[row][column], label, colour,
-                  margin + box + gap + column * (box + 2), top)
+            paste(result_images[row][column], label, colour, row, column + 1)
     buffer = io.BytesIO()
     canvas.save(buffer, format="PNG")
     filesystem.write_bytes(path, buffer.getvalue())

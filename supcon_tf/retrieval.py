@@ -122,19 +122,14 @@ def protocol(dataset, split=None, classes=None):
     return split, classes or standard_classes
 
 
-def first_test_class(dataset, classes, data_dir=None):
+def first_test_class(num_classes, classes):
     """The smallest class id evaluated: num_classes // 2 for the second half, else 0."""
-    from supcon_tf.data import sources
-
-    if classes == ALL_CLASSES:
-        return 0
-    return sources.num_classes(dataset, data_dir) // 2
+    return 0 if classes == ALL_CLASSES else num_classes // 2
 
 
 def _check_ranges():
-    for name in ("batch_size",):
-        if getattr(FLAGS, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(FLAGS, name)}.")
+    if FLAGS.batch_size < 1:
+        raise ValueError(f"--batch_size must be >= 1, got {FLAGS.batch_size}.")
     if FLAGS.num_examples < 0:
         raise ValueError(f"--num_examples must be >= 0, got {FLAGS.num_examples}.")
     if FLAGS.image_size is not None and FLAGS.image_size < 1:
@@ -146,8 +141,6 @@ def _check_ranges():
         raise ValueError(f"--model_dir {FLAGS.model_dir} does not exist.")
     if FLAGS.checkpoint and FLAGS.saved_model:
         raise ValueError("pass --checkpoint or --saved_model, not both.")
-    if FLAGS.checkpoint and not FLAGS.model_dir:
-        raise ValueError("--checkpoint needs --model_dir (the run the checkpoint belongs to).")
 
 
 def _run_config():
@@ -297,6 +290,7 @@ def table(metrics, ks):
 def main(argv):
     cli.start(argv, FLAGS.model_dir or FLAGS.saved_model,
               "the pretraining run to evaluate, or pass --saved_model")
+    from supcon_tf.data import sources
     from supcon_tf.evaluation import features
     from supcon_tf.evaluation import retrieval
 
@@ -309,14 +303,15 @@ def main(argv):
         if not dataset:
             raise ValueError("no --dataset given and no pretraining run config names one; pass "
                              f"e.g. --dataset=digits (standard: {', '.join(STANDARD)}).")
-        split, classes = protocol(dataset, FLAGS.split, FLAGS.classes)
         data_dir = FLAGS.data_dir or run_config.get("data_dir")
         manual_dir = FLAGS.manual_dir or run_config.get("manual_dir")
+        num_classes = sources.num_classes(dataset, data_dir)  # an unknown name fails here
+        split, classes = protocol(dataset, FLAGS.split, FLAGS.classes)
         output_dir = _output_dir(dataset)
         embed, input_side, kind, encoder_path = load_encoder(FLAGS.model_dir, FLAGS.saved_model,
                                                              FLAGS.checkpoint)
         image_size = _image_size(input_side)
-        first_class = first_test_class(dataset, classes, data_dir)
+        first_class = first_test_class(num_classes, classes)
         data = open_test_set(dataset, split, first_class, data_dir=data_dir,
                              manual_dir=manual_dir)
         try:

@@ -9,6 +9,9 @@ digits image folders as manual-download transfer benchmarks. For the evaluation 
 `saved_model_embed` (the evaluation transform and the SavedModel's features written out
 independently of the library), `chance_accuracy` (the baseline accuracy thresholds are set
 against), `naive_rankings` and `naive_retrieval_metrics` (retrieval by a plain loop over queries).
+`run_main_cases` runs a binary's `main` once per argv in one fresh process (optionally inside a
+context manager of this module, e.g. `mock_retrieval_benchmarks`: TFDS's CUB, Cars196 and SOP
+mocked with `mock_benchmark_split`'s digits).
 """
 
 import os
@@ -230,3 +233,119 @@ def naive_retrieval_metrics(queries, labels, references=None, reference_labels=N
         for k in ks:
             scores[f"recall_at_{k}"].append(float(any(relevant[:k])))
     return {name: float(np.mean(values)) for name, values in scores.items()}, left_out
+
+
+_MAIN_DRIVER = """
+import contextlib, importlib, io, json, sys
+sys.path.insert(0, {tests!r})
+from supcon_tf import cli
+
+module, cases_path, outcomes_path, context = sys.argv[1:5]
+binary = importlib.import_module(module)
+with open(cases_path) as f:
+    cases = json.load(f)
+outcomes = {{}}
+manager = getattr(importlib.import_module("helpers"), context)() if context else contextlib.nullcontext()
+with manager:
+    for name, argv in cases.items():
+        stdout, stderr, code = io.StringIO(), io.StringIO(), 0
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                binary.FLAGS.unparse_flags()
+                binary.main(cli.parse_flags(binary.FLAGS, [module, *argv]))
+            except SystemExit as exit:
+                code = exit.code
+        outcomes[name] = [code, stdout.getvalue(), stderr.getvalue()]
+with open(outcomes_path, "w") as f:
+    json.dump(outcomes, f)
+"""
+
+
+def run_main_cases(module, cases, scratch, context=None, timeout=300):
+    """Runs `module.main` once per case in one fresh process (TensorFlow starts once).
+
+    Args:
+        module: the binary's module name, e.g. "supcon_tf.retrieval" (its flags are reset
+            between cases).
+        cases: {name: argv list without the program name}.
+        scratch: a directory for the driver's files.
+        context: optional name of a function of this module returning a context manager that
+            is entered around every case (e.g. "mock_retrieval_benchmarks").
+
+    Returns:
+        {name: (exit code, stdout, stderr)}; code 0 when `main` returned.
+    """
+    import json
+
+    scratch = str(scratch)
+    driver = os.path.join(scratch, "driver.py")
+    cases_path, outcomes_path = os.path.join(scratch, "cases.json"), os.path.join(scratch,
+                                                                                 "out.json")
+    with open(driver, "w") as f:
+        f.write(_MAIN_DRIVER.format(tests=os.path.join(REPO, "tests")))
+    with open(cases_path, "w") as f:
+        json.dump(cases, f)
+    env = dict(os.environ, PYTHONPATH=REPO, CUDA_VISIBLE_DEVICES="")
+    result = subprocess.run([sys.executable, driver, module, cases_path, outcomes_path,
+                             context or ""], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(outcomes_path) as f:
+        return {name: tuple(outcome) for name, outcome in json.load(f).items()}
+
+
+# TFDS name -> (label feature, number of classes) of what `mock_retrieval_benchmarks` serves.
+MOCK_BENCHMARKS = {"caltech_birds2011": ("label", 200), "cars196": ("label", 196),
+                   "stanford_online_products": ("class_id", 22634)}
+
+
+def mock_benchmark_split(name, per_digit=8):
+    """The examples `mock_retrieval_benchmarks` serves for TFDS dataset `name` (every split).
+
+    Digits 0-4 get the first class ids of the first (training) half, digits 5-9 the first ids
+    of the second half (for SOP, whose test split holds only test classes, every digit gets an
+    id of the second half); images are the bundled digits resized to 32 x {32, 40, 48}.
+
+    Returns:
+        (images: list of uint8 [32, W, 3], labels int64 [N]).
+    """
+    from supcon_tf.data import sources
+
+    _, num_classes = MOCK_BENCHMARKS[name]
+    images, digits, _ = sources.digits_arrays()
+    picks = np.concatenate([np.flatnonzero(digits == d)[:per_digit] for d in range(10)])
+    half = num_classes // 2
+    if name == "stanford_online_products":
+        labels = half + 1 + digits[picks]
+    else:
+        labels = np.where(digits[picks] < 5, digits[picks], half + digits[picks] - 5)
+    resized = [np.asarray(Image.fromarray(images[p]).resize((32 + 8 * (i % 3), 32),
+                                                             Image.BILINEAR))
+               for i, p in enumerate(picks)]
+    return resized, labels.astype(np.int64)
+
+
+def mock_retrieval_benchmarks():
+    """A context manager: TFDS caltech_birds2011, cars196 and stanford_online_products are
+    "prepared" and serve `mock_benchmark_split` (`tfds.testing.mock_data`; the rest of TFDS,
+    the metadata and the library's reading code are the real ones)."""
+    import contextlib
+    from unittest import mock
+
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    def as_dataset(builder, split, **kwargs):
+        label_key, _ = MOCK_BENCHMARKS[builder.name]
+        images, labels = mock_benchmark_split(builder.name)
+        return tf.data.Dataset.from_generator(
+            lambda: ({"image": image, label_key: label} for image, label in zip(images, labels)),
+            output_signature={"image": tf.TensorSpec((None, None, 3), tf.uint8),
+                              label_key: tf.TensorSpec((), tf.int64)})
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(tfds.testing.mock_data(as_dataset_fn=as_dataset))
+    stack.enter_context(mock.patch(
+        "tensorflow_datasets.core.dataset_builder.DatasetBuilder.is_prepared",
+        return_value=True))
+    return stack
