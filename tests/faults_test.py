@@ -124,7 +124,8 @@ def test_truncated_newest_checkpoint_is_moved_aside_and_the_previous_resumed(ref
     assert os.path.getsize(os.path.join(aside, "ckpt-8.data-00000-of-00001")) == 100
 
 
-@pytest.mark.parametrize("garbage", [b"model_checkpoint_path: garbage {{", b"\xff\xfe\x00\x81"])
+# Non-UTF-8 garbage is recovered the same way (tests/checkpoint_integrity_test.py).
+@pytest.mark.parametrize("garbage", [b"model_checkpoint_path: garbage {{"])
 def test_garbage_index_is_rebuilt_from_the_checkpoint_files(reference, tmp_path, garbage):
     model_dir = _copy(reference, tmp_path)
     index = os.path.join(model_dir, "checkpoints", "checkpoint")
@@ -197,7 +198,9 @@ def test_stale_lock_of_a_dead_process_is_taken_over(reference, tmp_path):
 # Preemption
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+# SIGINT takes the same path (tests/preemption_test.py sends both to the watcher); one signal
+# through the binary keeps the suite short.
+@pytest.mark.parametrize("signum", [signal.SIGTERM])
 def test_signal_saves_the_current_step_and_the_same_command_resumes(reference, tmp_path, signum):
     model_dir = str(tmp_path / "run")
     # Checkpoints every 1000 steps: only the signal can make one before the end.

@@ -34,12 +34,20 @@ def _results(model_dir):
         return json.load(f)
 
 
-def test_mirrored_two_cpu_replicas_equal_one_device(tmp_path):
-    single, mirrored = str(tmp_path / "single"), str(tmp_path / "mirrored")
-    for model_dir, extra in ((single, []), (mirrored, ["--cpu_devices=2",
-                                                       "--strategy=mirrored"])):
-        result = run_binary("supcon_tf.pretrain", *_ARGS, *extra, f"--model_dir={model_dir}")
-        assert result.returncode == 0, result.stderr[-3000:]
+@pytest.fixture(scope="module")
+def single_device_run(tmp_path_factory):
+    """The one-device run of `_ARGS` both scale-out comparisons are made against."""
+    model_dir = str(tmp_path_factory.mktemp("scale_out") / "single")
+    result = run_binary("supcon_tf.pretrain", *_ARGS, f"--model_dir={model_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return model_dir
+
+
+def test_mirrored_two_cpu_replicas_equal_one_device(single_device_run, tmp_path):
+    single, mirrored = single_device_run, str(tmp_path / "mirrored")
+    result = run_binary("supcon_tf.pretrain", *_ARGS, "--cpu_devices=2", "--strategy=mirrored",
+                        f"--model_dir={mirrored}")
+    assert result.returncode == 0, result.stderr[-3000:]
     one, two = _results(single), _results(mirrored)
     assert one["steps"] == two["steps"] == 4
     # The kNN monitor and the export ran under the strategy.
@@ -67,7 +75,7 @@ def _worker_dirs():
     return set(glob.glob(os.path.join(tempfile.gettempdir(), "supcon_worker_*")))
 
 
-def test_two_workers_on_loopback_train_like_one_process(tmp_path):
+def test_two_workers_on_loopback_train_like_one_process(single_device_run, tmp_path):
     """The same command on two workers, only TF_CONFIG differing: the chief owns --model_dir,
     the other worker prints nothing and removes its temporary directory; both take the same
     steps as one process with the same global batch and seed.
@@ -78,9 +86,7 @@ def test_two_workers_on_loopback_train_like_one_process(tmp_path):
     steps of this tiny run the final losses agree within 5%; the model, loss, schedule and
     gradients are those of the one-process run (tests/distribute_test.py checks the step itself
     to 1e-5 with identical batches)."""
-    single, multi = str(tmp_path / "single"), str(tmp_path / "multi")
-    result = run_binary("supcon_tf.pretrain", *_ARGS, f"--model_dir={single}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    single, multi = single_device_run, str(tmp_path / "multi")
 
     before = _worker_dirs()
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
