@@ -27,7 +27,7 @@ resolved = {name: hasattr(supcon_tf, name) for name in (
     "export", "monitors")}
 resolved["LARS"] = supcon_tf.optimizers.LARS is supcon_tf.LARS
 resolved["sources"] = hasattr(supcon_tf.data, "sources")
-resolved["probes"] = hasattr(supcon_tf.evaluation, "probes")
+resolved["linear_probe"] = hasattr(supcon_tf.evaluation, "linear_probe")
 model = keras.models.load_model(sys.argv[1])
 optimizer = model.optimizer
 print(json.dumps({

@@ -84,7 +84,7 @@ def test_writes_results_checkpoints_logs_and_saved_model(tiny_run):
 
 
 def _naive_knn_top1(train_x, train_y, test_x, test_y, k, temperature):
-    """Cosine kNN with exp(s / T) votes, one query at a time (independent of probes.py)."""
+    """Cosine kNN with exp(s / T) votes, one query at a time (independent of evaluation/knn.py)."""
     train_x = train_x / np.linalg.norm(train_x, axis=1, keepdims=True)
     correct = 0
     for query, label in zip(test_x, test_y):

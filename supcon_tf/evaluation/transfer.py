@@ -65,7 +65,7 @@ class Benchmark:
         train_split: split fitted during hyperparameter search (TFDS split string, or the
             sub-folder name for manual datasets).
         val_split: the creators' validation split, or None when validation is held out of
-            `train_split` (`probes.stratified_holdout`).
+            `train_split` (`linear_probe.stratified_holdout`).
         test_split: split the final score is reported on.
         num_classes: Python int.
         metric: one of `metrics.METRICS`.
