@@ -32,7 +32,9 @@ from supcon_tf.data import pipeline  # noqa: E402
 POLICIES = ("simaugment", "autoaugment", "randaugment", "stacked_randaugment")
 
 
-def _source(size):
+def source_for(size):
+    """The pipeline source of bench images of side `size`: the bundled digits up to 32 px,
+    else random 256x256 images in memory."""
     if size <= 32:
         return "digits"
     rng = np.random.default_rng(0)
@@ -97,7 +99,7 @@ def main(argv=None):
     for size in args.sizes:
         batch = 128 if size <= 32 else 16
         model_batch = 64 if size <= 32 else 8
-        source = _source(size)
+        source = source_for(size)
         eaten = model_rate(size, model_batch, args.model_steps)
         for policy in args.policies:
             fed = pipeline_rate(policy, size, batch, args.pipeline_batches, source)

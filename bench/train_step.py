@@ -1,8 +1,29 @@
-"""Benchmark: a SupConModel training step against a plain Keras cross-entropy step, and the
-peak memory of the memory variant against a plain batch of the same contrast-set size.
+"""Benchmark: a SupConModel training step against PyTorch and against a plain Keras
+cross-entropy step, and the peak memory of the memory variant against a plain batch of the same
+contrast-set size.
 
-Throughput. Both models wrap the same encoder (by default a ResNet-18 with the CIFAR stem at
-32x32, built twice from the same seed) and train with `fit` and SGD (momentum 0.9):
+Against PyTorch (`--part peer`). One SupCon training step of ResNet-18 (CIFAR stem, 32x32),
+head 512 -> 512 -> 128, tau 0.1, 2 views, SGD momentum 0.9, at each of `--peer_batches`
+(default 64 and 128 samples): ours (`SupConModel.fit`, timed per `train_function` call as
+below) against the same model, loss and optimizer in PyTorch eager (NCHW), PyTorch with the
+channels_last memory format, and `torch.compile` (forward and loss compiled, hence the backward
+too; the strongest peer). All rows of a batch size run in one process in rotating order,
+`--steps` steps per row and round after `--warmup` steps (tracing, compiling); the table gives
+each row's median step, images/s (encoded views per second) and the median over rounds of the
+round's ratio ours / this, by wall time and by this process's CPU time; the load average
+before and after is printed, as the CPU may be shared. Optional rows: our step with the online
+probe (`--peer_probe`) and with Keras' own BatchNormalization instead of the fused layer
+(`--peer_keras_batch_norm`, what the fused layer bought). `--threads N` gives both frameworks
+N threads (1: a comparison of the kernels that other load on the machine disturbs less).
+PyTorch is a benchmark-only peer, not in requirements.txt (`.venv/bin/pip install torch`); when
+it is missing the bench says so and shows our rows only. Afterwards SimAugment at the same image
+size through `pipeline.make_dataset` (2 views; bench/input.py's measurement) is printed as a
+ratio of the fastest step's consumption (goal >= 2x). Goal: ours >= 1.1x torch.compile's
+images/s at both batch sizes.
+
+Throughput (`--part throughput`). Both models wrap the same encoder (by default a ResNet-18 with
+the CIFAR stem at 32x32, built twice from the same seed) and train with `fit` and SGD (momentum
+0.9):
 
 * cross-entropy: `keras.Model(images -> encoder -> Dense(num_classes))`, compiled with
   `SparseCategoricalCrossentropy(from_logits=True)` and accuracy, fed `views x batch` images
@@ -13,25 +34,27 @@ Throughput. Both models wrap the same encoder (by default a ResNet-18 with the C
 
 Images/s counts encoded views. Both are compiled with the same `jit_compile` (Keras' default
 "auto" unless `--jit_compile` says otherwise; the table states what it resolved to). Each step
-is timed by a callback between `on_train_batch_begin` and `on_train_batch_end`, i.e. around
-one `train_function` call (TensorFlow executes synchronously, so the step is done when it
-returns) on a constant batch repeated by `tf.data` (no input cost). Each model first runs
-`--warmup` untimed steps (the first traces the step); then the models take turns, `--steps`
-timed steps each per round in a rotating order, so they see the same machine load (the CPU may
-be shared). The table shows each model's median step and, against cross-entropy, the median
-over rounds of the round's ratio; the same for this process's CPU time per step
-(`time.process_time`, all threads), which other processes' load disturbs less. Goal: SupCon
->= 0.95x the cross-entropy images/s.
+is timed by a callback between `on_train_batch_begin` and `on_train_batch_end`, i.e. around one
+`train_function` call (TensorFlow executes synchronously, so the step is done when it returns)
+on a constant batch repeated by `tf.data` (no input cost). Each model first runs `--warmup`
+untimed steps (the first traces the step); then the models take turns, `--steps` timed steps
+each per round in a rotating order, so they see the same machine load (the CPU may be shared).
+The table shows each model's median step and, against cross-entropy, the median over rounds of
+the round's ratio; the same for this process's CPU time per step (`time.process_time`, all
+threads), which other processes' load disturbs less. Goal: SupCon >= 0.95x the cross-entropy
+images/s.
 
-Memory. `SupConModel(encoder, memory_size=8192)` (momentum key encoder + 8192 x 128 key queue,
-contrast set = batch + queue) at batch 256 against a plain `SupConModel` at batch
-256 + 8192 = 8448, both on a small encoder so the plain batch fits in RAM (by default a ResNet-18
-at width 0.25 with the CIFAR stem on 16x16 images, 128-d features). Peak is TensorFlow's CPU
-allocator peak (`tf.config.experimental.get_memory_info("CPU:0")`) during one training step,
-after a warm-up step, minus what was in use just before it (`reset_memory_stats` first). Goal:
-memory variant <= 0.2x the plain batch.
+Memory (`--part memory`). `SupConModel(encoder, memory_size=8192)` (momentum key encoder + 8192
+x 128 key queue, contrast set = batch + queue) at batch 256 against a plain `SupConModel` at
+batch 256 + 8192 = 8448, both on a small encoder so the plain batch fits in RAM (by default a
+ResNet-18 at width 0.25 with the CIFAR stem on 16x16 images, 128-d features). Peak is
+TensorFlow's CPU allocator peak (`tf.config.experimental.get_memory_info("CPU:0")`) during one
+training step, after a warm-up step, minus what was in use just before it (`reset_memory_stats`
+first). Goal: memory variant <= 0.2x the plain batch.
 
-    .venv/bin/python bench/train_step.py                      # both parts, defaults
+    .venv/bin/python bench/train_step.py --part peer --peer_probe --peer_keras_batch_norm
+    .venv/bin/python bench/train_step.py --part peer --threads 1 --peer_batches 64
+    .venv/bin/python bench/train_step.py                      # every part, defaults
     .venv/bin/python bench/train_step.py --part throughput --depth 50 --batch 16
     .venv/bin/python bench/train_step.py --part memory --memory_plain_batch 4096
 """
@@ -57,6 +80,8 @@ from supcon_tf.models import resnet  # noqa: E402
 from supcon_tf.models.supcon_model import SupConModel  # noqa: E402
 
 _DEVICE = "CPU:0"
+_PEER_UNITS = [512, 128]  # The head of the PyTorch comparison: 512 -> 512 -> 128.
+_TEMPERATURE = 0.1
 
 
 def _jit_flag(value):
@@ -220,6 +245,280 @@ def throughput(args):
     return rows, images_per_step
 
 
+# ----------------------------------------------------------------------------------------------
+# Against PyTorch: the same SupCon step (model, head, loss, optimizer) in TensorFlow and PyTorch.
+# ----------------------------------------------------------------------------------------------
+
+
+def _import_torch():
+    """PyTorch, or None when it is not installed (it is a benchmark-only peer)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def _torch_resnet18(torch):
+    """ResNet-18 v1.5 with the CIFAR stem (3x3/1 conv, no pool) and our BN settings, in
+    PyTorch: the architecture of `resnet.resnet(18, stem="cifar")`, layer for layer."""
+    nn = torch.nn
+
+    def conv_bn(in_channels, out_channels, kernel_size, stride):
+        return [nn.Conv2d(in_channels, out_channels, kernel_size, stride,
+                          padding=kernel_size // 2, bias=False),
+                nn.BatchNorm2d(out_channels, eps=1e-5, momentum=0.1)]  # Keras momentum 0.9
+
+    class BasicBlock(nn.Module):
+        def __init__(self, in_channels, out_channels, stride):
+            super().__init__()
+            self.branch = nn.Sequential(*conv_bn(in_channels, out_channels, 3, stride),
+                                        nn.ReLU(inplace=True),
+                                        *conv_bn(out_channels, out_channels, 3, 1))
+            self.shortcut = (nn.Sequential(*conv_bn(in_channels, out_channels, 1, stride))
+                             if stride != 1 or in_channels != out_channels else nn.Identity())
+
+        def forward(self, x):
+            return torch.relu(self.branch(x) + self.shortcut(x))
+
+    layers = [*conv_bn(3, 64, 3, 1), nn.ReLU(inplace=True)]
+    in_channels = 64
+    for stage, filters in enumerate((64, 128, 256, 512)):
+        for index in range(2):
+            layers.append(BasicBlock(in_channels, filters, 2 if stage and not index else 1))
+            in_channels = filters
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    return nn.Sequential(*layers)
+
+
+def _torch_supcon_loss(torch, embeddings, labels, num_views, temperature):
+    """SupCon L_out (Khosla et al. 2020, Eq. 2) with every view an anchor, scaled by the
+    temperature: `contrastive_loss`'s defaults, written the usual PyTorch way.
+
+    Args:
+        embeddings: float `[V*B, d]`, L2-normalised, view-major.
+        labels: int `[B]`.
+    """
+    view_labels = labels.repeat(num_views)
+    logits = embeddings @ embeddings.T / temperature
+    logits = logits - logits.max(dim=1, keepdim=True).values.detach()  # Stable exp.
+    self_mask = torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
+    positives = (view_labels[:, None] == view_labels[None, :]) & ~self_mask
+    log_prob = logits - torch.logsumexp(logits.masked_fill(self_mask, float("-inf")), dim=1,
+                                        keepdim=True)
+    mean_log_prob = log_prob.masked_fill(~positives, 0.0).sum(1) / positives.sum(1)
+    return -temperature * mean_log_prob.mean()
+
+
+def _torch_step(torch, variant, batch, views, image_size, num_classes, seed=0):
+    """A closure running one PyTorch SupCon training step on a fixed batch.
+
+    `variant`: "eager" (NCHW), "channels_last" (NHWC memory format) or "compile"
+    (`torch.compile` of the forward pass and loss; its backward is compiled too).
+    """
+    torch.manual_seed(seed)
+    nn = torch.nn
+    encoder = _torch_resnet18(torch)
+    head = nn.Sequential(nn.Linear(512, _PEER_UNITS[0]), nn.ReLU(inplace=True),
+                         nn.Linear(*_PEER_UNITS))
+    model = nn.ModuleDict({"encoder": encoder, "head": head}).train()
+    rng = np.random.default_rng(seed)
+    images = torch.from_numpy(rng.uniform(
+        size=(views * batch, 3, image_size, image_size)).astype("float32"))
+    labels = torch.from_numpy(rng.integers(0, num_classes, size=batch))
+    if variant == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+
+    def forward(images, labels):
+        embeddings = nn.functional.normalize(head(encoder(images)), dim=1)
+        return _torch_supcon_loss(torch, embeddings, labels, views, _TEMPERATURE)
+
+    if variant == "compile":
+        forward = torch.compile(forward)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = forward(images, labels)
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    return step
+
+
+def _keras_step_runner(model, dataset):
+    """A closure running `steps` training steps of a compiled Keras model through `fit`,
+    returning each step's (wall seconds, CPU seconds) (`_StepTimer`: around one
+    `train_function` call)."""
+    def run(steps):
+        timer = _StepTimer()
+        model.fit(dataset, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0,
+                  callbacks=[timer])
+        return list(zip(timer.seconds, timer.cpu_seconds))
+    return run
+
+
+def _torch_step_runner(step):
+    """A closure running `steps` PyTorch steps, returning each step's (wall seconds, CPU
+    seconds of this process)."""
+    def run(steps):
+        seconds = []
+        for _ in range(steps):
+            start = (time.perf_counter(), time.process_time())
+            step()
+            seconds.append((time.perf_counter() - start[0], time.process_time() - start[1]))
+        return seconds
+    return run
+
+
+def _with_keras_batch_norm(encoder):
+    """`encoder` rebuilt with Keras' own `BatchNormalization` (the layer before the fused
+    one), same config and weights: the 'before' row."""
+    def clone(layer):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            return keras.layers.BatchNormalization.from_config(layer.get_config())
+        return layer.__class__.from_config(layer.get_config())
+
+    stock = keras.models.clone_model(encoder, clone_function=clone)
+    stock.set_weights(encoder.get_weights())
+    return stock
+
+
+def _peer_runners(args, batch, torch):
+    """{row name: run(steps) -> seconds per step} for one batch size: ours, then the peers."""
+    (views, labels), _ = _batches(batch, args.views, args.image_size, args.num_classes)
+    dataset = _repeated(views, labels)
+
+    def ours(keras_batch_norm=False, **kwargs):
+        keras.utils.set_random_seed(0)
+        encoder = resnet.resnet(18, (args.image_size, args.image_size, 3), stem="cifar")
+        if keras_batch_norm:
+            encoder = _with_keras_batch_norm(encoder)
+        model = SupConModel(encoder, loss="supcon", temperature=_TEMPERATURE,
+                            projection_units=_PEER_UNITS, **kwargs)
+        model.compile(optimizer=_sgd(), jit_compile=args.jit_compile)
+        return _keras_step_runner(model, dataset)
+
+    runners = {"supcon_tf (SupConModel.fit)": ours(num_classes=None)}
+    if args.peer_probe:
+        runners["supcon_tf + online probe"] = ours(num_classes=args.num_classes)
+    if args.peer_keras_batch_norm:
+        runners["supcon_tf, Keras' BatchNormalization (before)"] = ours(
+            keras_batch_norm=True, num_classes=None)
+    if torch is not None:
+        for variant, name in (("eager", "PyTorch eager"),
+                              ("channels_last", "PyTorch channels_last"),
+                              ("compile", "PyTorch torch.compile")):
+            runners[name] = _torch_step_runner(_torch_step(
+                torch, variant, batch, args.views, args.image_size, args.num_classes))
+    return runners
+
+
+def _interleaved_rounds(runners, rounds, steps, warmup, label):
+    """Warms each runner up, then runs `rounds` rounds of `steps` steps each in a rotating
+    order; returns `[{name: [(wall, CPU) seconds per step]}]`, one dict per round."""
+    names = list(runners)
+    for name in names:  # Traces / compiles, untimed.
+        runners[name](warmup)
+    results = []
+    for index in range(rounds):
+        shift = index % len(names)
+        times = {name: runners[name](steps) for name in names[shift:] + names[:shift]}
+        results.append(times)
+        print(f"  {label} round {index + 1}/{rounds}: " + ", ".join(
+            f"{statistics.median(t for t, _ in times[n]) * 1e3:.0f}" for n in names) + " ms",
+            file=sys.stderr, flush=True)
+    return results
+
+
+def peer(args):
+    """Ours against PyTorch (eager, channels_last, torch.compile) at each `--peer_batches`;
+    returns `{batch: [(name, median seconds, ours / this images/s ratio, median CPU
+    seconds, ours / this CPU-time ratio)]}`."""
+    torch = _import_torch()
+    if torch is not None and args.threads:
+        torch.set_num_threads(args.threads)
+    tables = {}
+    for batch in args.peer_batches:
+        runners = _peer_runners(args, batch, torch)
+        names = list(runners)
+        rounds = _interleaved_rounds(runners, args.rounds, args.steps, args.warmup,
+                                     f"batch {batch}")
+        ours = names[0]
+        rows = []
+        for name in names:
+            row = [name]
+            for clock in (0, 1):  # wall, CPU
+                row.append(statistics.median(
+                    step[clock] for times in rounds for step in times[name]))
+                # Each round's ratio compares steps taken under the same machine load.
+                row.append(statistics.median(
+                    statistics.median(step[clock] for step in times[name])
+                    / statistics.median(step[clock] for step in times[ours])
+                    for times in rounds))
+            rows.append(tuple(row))
+        tables[batch] = rows
+        del runners
+    return tables, torch
+
+
+def _pipeline_rate(args):
+    """SimAugment at the bench's image size through `pipeline.make_dataset` (2 views):
+    source images/s, measured by bench/input.py's `pipeline_rate`."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "input.py")
+    spec = importlib.util.spec_from_file_location("bench_input", path)
+    bench_input = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_input)
+    return bench_input.pipeline_rate("simaugment", args.image_size, 128,
+                                     args.pipeline_batches,
+                                     bench_input.source_for(args.image_size))
+
+
+def _print_peer(args, tables, torch, load_before):
+    print(f"\n### One SupCon training step against PyTorch: ResNet-18 (CIFAR stem) at "
+          f"{args.image_size}x{args.image_size}, head {512}->{_PEER_UNITS[0]}->"
+          f"{_PEER_UNITS[1]}, tau {_TEMPERATURE}, {args.views} views, SGD momentum 0.9, on "
+          f"{os.cpu_count()} CPU cores ({args.threads or 'default'} threads per framework); "
+          f"{args.rounds} rounds of {args.steps} step(s) per row "
+          f"in rotating order after {args.warmup} warm-up step(s); images/s counts encoded "
+          f"views (views x batch / median step); 'ours / this' is the median over rounds of "
+          f"the round's ratio of images/s. Load average (1, 5, 15 min) before: "
+          f"{', '.join(f'{x:.2f}' for x in load_before)}; after: "
+          f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}.\n")
+    if torch is None:
+        print("PyTorch is not installed, so only our rows are shown: it is a benchmark-only "
+              "peer, not a dependency (`.venv/bin/pip install torch` to compare).\n")
+    else:
+        print(f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads), installed for "
+              f"this benchmark only (not in requirements.txt).\n")
+    print("| batch | step | ms/step | images/s | ours / this (images/s) | CPU s/step | "
+          "ours / this (CPU time) |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for batch, rows in tables.items():
+        for name, seconds, ratio, cpu, cpu_ratio in rows:
+            print(f"| {batch} | {name} | {1e3 * seconds:.0f} | "
+                  f"{args.views * batch / seconds:.1f} | {ratio:.2f} | {cpu:.2f} | "
+                  f"{cpu_ratio:.2f} |")
+    if torch is not None:
+        for batch, rows in tables.items():
+            ratio = {row[0]: row[2] for row in rows}["PyTorch torch.compile"]
+            print(f"\nGoal ours >= 1.1x torch.compile's images/s at batch {batch}: "
+                  f"{ratio:.2f}x, {'met' if ratio >= 1.1 else 'NOT met'}.")
+    if args.pipeline_batches:
+        fed = args.views * _pipeline_rate(args)
+        fastest = max(args.views * batch / row[1]
+                      for batch, rows in tables.items() for row in rows)
+        print(f"\nInput pipeline: SimAugment at {args.image_size} px through "
+              f"pipeline.make_dataset ({args.views} views, batch 128, bundled digits) makes "
+              f"{fed:.0f} views/s, {fed / fastest:.1f}x the fastest step above "
+              f"({fastest:.0f} views/s); goal >= 2x: "
+              f"{'met' if fed >= 2 * fastest else 'NOT met'}.")
+
+
 def _memory_variant_available():
     """Whether this SupConModel has the memory variant (`memory_size`)."""
     return "memory_size" in inspect.signature(SupConModel).parameters
@@ -266,7 +565,21 @@ def _mib(value):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("all", "throughput", "memory"), default="all")
+    parser.add_argument("--part", choices=("all", "peer", "throughput", "memory"),
+                        default="all")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="threads of both frameworks (TensorFlow intra- and inter-op, "
+                        "PyTorch intra-op); 0 = their defaults (one per core)")
+    parser.add_argument("--peer_batches", type=int, nargs="+", default=[64, 128],
+                        help="SupCon batch sizes of the PyTorch comparison")
+    parser.add_argument("--peer_probe", action="store_true",
+                        help="also time our step with the online linear probe")
+    parser.add_argument("--peer_keras_batch_norm", action="store_true",
+                        help="also time our step with Keras' own BatchNormalization (before "
+                        "the fused layer)")
+    parser.add_argument("--pipeline_batches", type=int, default=8,
+                        help="timed input-pipeline batches after the PyTorch comparison (0: "
+                        "skip)")
     parser.add_argument("--depth", type=int, default=18, help="ResNet depth (throughput)")
     parser.add_argument("--width", type=float, default=1.0, help="width multiplier (throughput)")
     parser.add_argument("--image_size", type=int, default=32, help="image side (throughput)")
@@ -288,11 +601,19 @@ def main(argv=None):
     parser.add_argument("--memory_width", type=float, default=0.25)
     parser.add_argument("--memory_image_size", type=int, default=16)
     args = parser.parse_args(argv)
+    if args.threads:  # Before TensorFlow's runtime starts.
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
 
     command = " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable)] + sys.argv)
     print(f"TF {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} CPU cores "
           f"({platform.machine()}), devices "
           f"{[d.device_type for d in tf.config.list_physical_devices()]}.")
+
+    if args.part in ("all", "peer"):
+        load_before = os.getloadavg()
+        tables, torch = peer(args)
+        _print_peer(args, tables, torch, load_before)
 
     if args.part in ("all", "throughput"):
         rows, images_per_step = throughput(args)

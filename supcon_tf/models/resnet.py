@@ -2,8 +2,10 @@
 
 `resnet(depth, input_shape, ...)` builds a functional `keras.Model` that maps a batch of images
 float `[batch, height, width, channels]` to features float `[batch, feature_dim]` (global average
-pooling of the last stage). Being built only from stock Keras layers, it saves to and reloads
-from `.keras` files without custom objects.
+pooling of the last stage). It is built from stock Keras layers and
+`batch_norm.BatchNormalization` (Keras' batch norm run by TensorFlow's fused kernel; same
+weights), so it saves to and reloads from `.keras` files once `supcon_tf` is imported, and
+weights and checkpoints of encoders built with the stock `BatchNormalization` load into it.
 
 Architecture (ResNet v1.5, as in the TF official models, torchvision and the SupCon code):
 
@@ -26,6 +28,8 @@ Feature dimensions: `512 * width_multiplier` for depths 18/34, `2048 * width_mul
 import numbers
 
 import keras
+
+from supcon_tf.models import batch_norm
 
 # depth -> (block kind, number of blocks in each of the four stages).
 DEPTHS = {
@@ -165,7 +169,7 @@ class _Builder:
 
     def batch_norm(self, x, name, zero_gamma=False):
         """BN over the channel axis; `zero_gamma` starts a residual branch at zero."""
-        return keras.layers.BatchNormalization(
+        return batch_norm.BatchNormalization(
             axis=-1, momentum=self.momentum, epsilon=self.epsilon,
             gamma_initializer="zeros" if zero_gamma and self.zero_init_residual else "ones",
             synchronized=self.sync_batch_norm, name=name)(x)
@@ -212,8 +216,9 @@ def resnet(depth, input_shape=(224, 224, 3), width_multiplier=1, stem="imagenet"
     """Builds a ResNet v1 encoder ending in global average pooling.
 
     The model applies no mean/std normalisation: feed images scaled to [0, 1] (the stem's batch
-    norm absorbs the offset and scale). All layers are stock Keras layers, so the model follows
-    the global dtype policy (e.g. `mixed_float16`, giving float16 features) and saves to `.keras`.
+    norm absorbs the offset and scale). The model follows the global dtype policy (e.g.
+    `mixed_float16`, giving float16 features; batch-norm statistics stay float32) and saves to
+    `.keras`.
 
     Args:
         depth: Number of layers; one of 18, 34, 50, 101, 152, 200.
@@ -224,7 +229,7 @@ def resnet(depth, input_shape=(224, 224, 3), width_multiplier=1, stem="imagenet"
             R-50 (2x) is 2); fractional values are rounded per layer.
         stem: "imagenet" (7x7/2 conv + 3x3/2 max-pool) or "cifar" (3x3/1 conv, no pool: a
             32x32 image keeps 32x32 resolution through the stem).
-        sync_batch_norm: If True every `BatchNormalization` has `synchronized=True`, so under a
+        sync_batch_norm: If True every batch norm has `synchronized=True`, so under a
             `tf.distribute` strategy its batch statistics are computed over the global batch.
         groups: ResNeXt cardinality of the bottleneck 3x3 conv (1 = plain ResNet).
         width_per_group: ResNeXt channels per group at the first stage (64 = plain ResNet).

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from supcon_tf.models import batch_norm
 from supcon_tf.models import resnet
 
 # torchvision totals (with the 1000-way fc) minus the fc (512 or 2048 inputs * 1000 + 1000).
@@ -263,3 +264,63 @@ def test_feature_dim_bad_arguments():
         resnet.feature_dim(19)
     with pytest.raises(ValueError, match=r"width_multiplier must be a number > 0"):
         resnet.feature_dim(50, width_multiplier=0)
+
+
+def _with_stock_batch_norm(model):
+    """The same network as built before the fused batch norm: every batch norm a stock
+    `keras.layers.BatchNormalization` with the same config and weights."""
+    def clone(layer):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            return keras.layers.BatchNormalization.from_config(layer.get_config())
+        return layer.__class__.from_config(layer.get_config())
+
+    old = keras.models.clone_model(model, clone_function=clone)
+    old.set_weights(model.get_weights())
+    return old
+
+
+def _randomised(model, seed=2):
+    """`model` with non-trivial weights and BN statistics, so a mix-up on reload would show."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32")
+                       for w in model.get_weights()])
+    return model
+
+
+def test_batch_norm_is_fused():
+    model = resnet.resnet(18, (16, 16, 3), stem="cifar", width_multiplier=0.125)
+    batch_norms = [layer for layer in model.layers
+                   if isinstance(layer, keras.layers.BatchNormalization)]
+    assert batch_norms and all(type(layer) is batch_norm.BatchNormalization
+                               for layer in batch_norms)
+
+
+def test_old_keras_file_loads_into_the_fused_resnet(tmp_path):
+    """A `.keras` file of the stock-BN ResNet loads (as itself, and as weights of the new
+    encoder) and gives the same features in inference and training mode."""
+    kwargs = dict(input_shape=(16, 16, 3), stem="cifar", width_multiplier=0.125)
+    old = _with_stock_batch_norm(_randomised(resnet.resnet(18, **kwargs)))
+    assert not any(isinstance(layer, batch_norm.BatchNormalization)
+                   for layer in old.layers)
+    path = str(tmp_path / "old_resnet.keras")
+    old.save(path)
+    images = np.random.default_rng(3).uniform(size=(4, 16, 16, 3)).astype("float32")
+    new = resnet.resnet(18, **kwargs)
+    new.load_weights(path)
+    reloaded = keras.models.load_model(path)
+    for training in (False, True):
+        want = old(images, training=training).numpy()
+        np.testing.assert_allclose(new(images, training=training), want, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(reloaded(images, training=training), want, rtol=1e-4,
+                                   atol=1e-4)
+
+
+def test_old_checkpoint_restores_into_the_fused_resnet(tmp_path):
+    kwargs = dict(input_shape=(16, 16, 3), stem="cifar", width_multiplier=0.125)
+    old = _with_stock_batch_norm(_randomised(resnet.resnet(18, **kwargs)))
+    path = tf.train.Checkpoint(encoder=old).write(str(tmp_path / "ckpt"))
+    new = resnet.resnet(18, **kwargs)
+    tf.train.Checkpoint(encoder=new).read(path).assert_consumed()
+    assert [v.path for v in new.weights] == [v.path for v in old.weights]
+    for got, want in zip(new.get_weights(), old.get_weights()):
+        np.testing.assert_array_equal(got, want)
