@@ -20,6 +20,7 @@ from keras import ops
 
 from supcon_tf import distribute
 from supcon_tf import losses
+from supcon_tf.models import gradient_cache
 from supcon_tf.models import heads
 from supcon_tf.models import memory as memory_lib
 
@@ -137,6 +138,14 @@ class SupConModel(keras.Model):
             global batch's keys (all views) are enqueued with their labels. K must be at least
             views x global batch. 0: no memory. Losses "supcon", "simclr", "joint".
         memory_momentum: m of the key encoder's moving average (MoCo: 0.999).
+        gradient_chunks: k >= 1. With k > 1 a training step encodes the batch in k chunks of
+            samples without keeping activations, computes the loss on the whole batch, caches
+            its gradient with respect to the encoder features and re-encodes each chunk to
+            back-propagate it (GradCache, Gao et al. 2021; `supcon_tf.models.gradient_cache`):
+            the encoder's activation memory is that of B/k samples, for a second forward pass.
+            The step equals k=1 for encoders without batch-dependent layers; batch norm
+            normalises each chunk by itself (as unsynchronised replicas do) and updates its
+            moving statistics once per chunk. Each replica chunks its own share of the batch.
         **kwargs: `keras.Model` arguments (`name`, ...).
 
     Raises:
@@ -148,7 +157,8 @@ class SupConModel(keras.Model):
                  projection_batch_norm=False, normalize_encoder_output=False,
                  num_classes=None, temperature=0.1, loss_options=None, label_smoothing=0.0,
                  ce_weight=1.0, supcon_weight=1.0, probe=True, augmenter=None,
-                 sync_batch_norm=False, memory_size=0, memory_momentum=0.999, **kwargs):
+                 sync_batch_norm=False, memory_size=0, memory_momentum=0.999,
+                 gradient_chunks=1, **kwargs):
         super().__init__(**kwargs)
         if loss not in LOSSES:
             raise ValueError(
@@ -166,6 +176,7 @@ class SupConModel(keras.Model):
                 "set memory_size=0.")
         if not 0.0 <= memory_momentum <= 1.0:
             raise ValueError(f"memory_momentum must be in [0, 1], got {memory_momentum}.")
+        gradient_cache.check_chunks(gradient_chunks)
         output_shape = tuple(encoder.output_shape)
         if len(output_shape) != 2 or output_shape[-1] is None:
             raise ValueError(
@@ -188,6 +199,7 @@ class SupConModel(keras.Model):
         self.sync_batch_norm = sync_batch_norm
         self.memory_size = memory_size
         self.memory_momentum = memory_momentum
+        self.gradient_chunks = gradient_chunks
         check_loss_options(loss, temperature, self.loss_options, num_views)
         self._contrastive = _contrastive_fn(loss, temperature, self.loss_options)
 
@@ -381,9 +393,12 @@ class SupConModel(keras.Model):
             # Gradients are summed over replicas: divide so their sum is the global mean's.
             return loss, self.optimizer.scale_loss(loss / distribute.num_replicas_in_sync())
 
-        with tf.GradientTape() as tape:
-            loss, scaled = step_loss(self._encode_views(views, training=True))
-        gradients = tape.gradient(scaled, self.trainable_weights)
+        if self.gradient_chunks > 1:
+            loss, gradients = gradient_cache.tf_cached_gradients(self, views, step_loss)
+        else:
+            with tf.GradientTape() as tape:
+                loss, scaled = step_loss(self._encode_views(views, training=True))
+            gradients = tape.gradient(scaled, self.trainable_weights)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
         if self.queue is not None:
             self._update_memory(views, y)
@@ -451,6 +466,7 @@ class SupConModel(keras.Model):
             "sync_batch_norm": self.sync_batch_norm,
             "memory_size": self.memory_size,
             "memory_momentum": self.memory_momentum,
+            "gradient_chunks": self.gradient_chunks,
         })
         return config
 
