@@ -22,12 +22,26 @@ import keras
 import numpy as np
 import supcon_tf
 
+registered = {k for k in keras.saving.get_custom_objects() if k.startswith("supcon_tf>")}
 resolved = {name: hasattr(supcon_tf, name) for name in (
     "losses", "models", "optimizers", "schedules", "data", "evaluation", "distribute",
     "export", "monitors")}
 resolved["LARS"] = supcon_tf.optimizers.LARS is supcon_tf.LARS
 resolved["sources"] = hasattr(supcon_tf.data, "sources")
 resolved["linear_probe"] = hasattr(supcon_tf.evaluation, "linear_probe")
+
+
+def _registered_elsewhere():
+    # Serialisable names that only importing some library module (not the package) registers;
+    # the binaries are skipped (they define absl flags at import).
+    import importlib, pkgutil
+    for info in pkgutil.walk_packages(supcon_tf.__path__, "supcon_tf."):
+        spec = importlib.util.find_spec(info.name)
+        if "app.run(" not in open(spec.origin).read():
+            importlib.import_module(info.name)
+    now = {k for k in keras.saving.get_custom_objects() if k.startswith("supcon_tf>")}
+    return sorted(now - registered)
+
 model = keras.models.load_model(sys.argv[1])
 optimizer = model.optimizer
 print(json.dumps({
@@ -38,6 +52,8 @@ print(json.dumps({
     "iterations": int(optimizer.iterations.numpy()),
     "optimizer_variables": [np.asarray(v).tolist() for v in optimizer.variables],
     "weights": [np.asarray(w).tolist() for w in model.weights],
+    "registered": sorted(registered),
+    "registered_by_other_modules": _registered_elsewhere(),
 }))
 """
 
@@ -68,6 +84,10 @@ def test_keras_file_with_lars_and_a_schedule_reloads_in_a_fresh_process(tmp_path
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert all(loaded["resolved"].values()), loaded["resolved"]
+    # Every serialisable class is registered by `import supcon_tf` alone, whatever module it is in.
+    assert loaded["registered_by_other_modules"] == []
+    assert {"supcon_tf>SupConModel", "supcon_tf>LARS", "supcon_tf>WarmupCosineDecay",
+            "supcon_tf>SupConLoss", "supcon_tf>ProjectionHead"} <= set(loaded["registered"])
     assert loaded["optimizer"] == "LARS" and loaded["schedule"] == "WarmupCosineDecay"
     assert loaded["iterations"] == 2
     assert len(loaded["optimizer_variables"]) == len(model.optimizer.variables)

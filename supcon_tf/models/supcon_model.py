@@ -20,6 +20,7 @@ from keras import ops
 
 from supcon_tf import distribute
 from supcon_tf import losses
+from supcon_tf.models import gradient_cache
 from supcon_tf.models import heads
 from supcon_tf.models import memory as memory_lib
 
@@ -76,6 +77,14 @@ def check_loss_options(name, temperature, options, num_views):
                          f"{', '.join(legal)}).") from None
 
 
+def _weighted_mean(values, weights):
+    """Mean over the batch of float32 `values [N]`, each times `weights [N]` when given:
+    `sum_i w_i v_i / N` (Keras' default "sum_over_batch_size" reduction)."""
+    if weights is None:
+        return ops.mean(values)
+    return ops.mean(values * weights)
+
+
 def _contrastive_fn(name, temperature, options):
     """Returns `fn(embeddings [B, V, d], labels or None, **memory) -> float32 [B]`."""
     if name in ("supcon", "joint"):
@@ -129,6 +138,14 @@ class SupConModel(keras.Model):
             global batch's keys (all views) are enqueued with their labels. K must be at least
             views x global batch. 0: no memory. Losses "supcon", "simclr", "joint".
         memory_momentum: m of the key encoder's moving average (MoCo: 0.999).
+        gradient_chunks: k >= 1. With k > 1 a training step encodes the batch in k chunks of
+            samples without keeping activations, computes the loss on the whole batch, caches
+            its gradient with respect to the encoder features and re-encodes each chunk to
+            back-propagate it (GradCache, Gao et al. 2021; `supcon_tf.models.gradient_cache`):
+            the encoder's activation memory is that of B/k samples, for a second forward pass.
+            The step equals k=1 for encoders without batch-dependent layers; batch norm
+            normalises each chunk by itself (as unsynchronised replicas do) and updates its
+            moving statistics once per chunk. Each replica chunks its own share of the batch.
         **kwargs: `keras.Model` arguments (`name`, ...).
 
     Raises:
@@ -140,7 +157,8 @@ class SupConModel(keras.Model):
                  projection_batch_norm=False, normalize_encoder_output=False,
                  num_classes=None, temperature=0.1, loss_options=None, label_smoothing=0.0,
                  ce_weight=1.0, supcon_weight=1.0, probe=True, augmenter=None,
-                 sync_batch_norm=False, memory_size=0, memory_momentum=0.999, **kwargs):
+                 sync_batch_norm=False, memory_size=0, memory_momentum=0.999,
+                 gradient_chunks=1, **kwargs):
         super().__init__(**kwargs)
         if loss not in LOSSES:
             raise ValueError(
@@ -158,6 +176,7 @@ class SupConModel(keras.Model):
                 "set memory_size=0.")
         if not 0.0 <= memory_momentum <= 1.0:
             raise ValueError(f"memory_momentum must be in [0, 1], got {memory_momentum}.")
+        gradient_cache.check_chunks(gradient_chunks)
         output_shape = tuple(encoder.output_shape)
         if len(output_shape) != 2 or output_shape[-1] is None:
             raise ValueError(
@@ -180,6 +199,7 @@ class SupConModel(keras.Model):
         self.sync_batch_norm = sync_batch_norm
         self.memory_size = memory_size
         self.memory_momentum = memory_momentum
+        self.gradient_chunks = gradient_chunks
         check_loss_options(loss, temperature, self.loss_options, num_views)
         self._contrastive = _contrastive_fn(loss, temperature, self.loss_options)
 
@@ -248,8 +268,11 @@ class SupConModel(keras.Model):
         return len(self.encoder.input_shape)
 
     def _unpack(self, data):
-        """(x, y) from a batch: a tuple, or a dict with image and label keys."""
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        """(x, y, sample_weight) from a batch: a tuple, or a dict with image and label keys.
+
+        `sample_weight` comes back as None or float32 `[B]` (a `[B, 1]` column is flattened).
+        """
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if isinstance(x, dict):
             images = next((x[k] for k in _IMAGE_KEYS if k in x), None)
             if images is None:
@@ -259,7 +282,15 @@ class SupConModel(keras.Model):
             if y is None:
                 y = next((x[k] for k in _LABEL_KEYS if k in x), None)
             x = images
-        return x, y
+        if sample_weight is not None:
+            shape = tuple(sample_weight.shape)
+            if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or (
+                    None not in (shape[0], x.shape[0]) and shape[0] != x.shape[0]):
+                raise ValueError(
+                    f"sample_weight must hold one weight per sample, shape [batch] = "
+                    f"[{x.shape[0]}], got shape {shape}.")
+            sample_weight = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+        return x, y, sample_weight
 
     def _views(self, x, training):
         """float `[B, V, ...]` views of a batch that is multi-view or single-view."""
@@ -295,13 +326,20 @@ class SupConModel(keras.Model):
             return ops.swapaxes(ops.reshape(features, (num_views, batch, -1)), 0, 1)
         return self.encoder(inputs, training=training)
 
-    def _step_loss(self, features, labels, num_views, training, memory=None):
+    def _step_loss(self, features, labels, num_views, training, memory=None,
+                   sample_weight=None):
         """Total loss (float32 scalar) of features `[V*B, F]`, updating the trackers.
 
-        `memory`: None or the queue's `(keys [K, d], labels [K])`.
+        `memory`: None or the queue's `(keys [K, d], labels [K])`. `sample_weight`: None or
+        float32 `[B]`; each per-sample loss term (contrastive: the sample's anchors; cross-
+        entropy and probe: each of its views) is multiplied by its sample's weight and the
+        batch mean is taken over the B samples (Keras' "sum_over_batch_size": `sum_i w_i l_i /
+        B`, so weights of 1 give the unweighted loss and a weight of 0 drops a sample's anchors;
+        it still serves as a contrast and positive for the others).
         """
         batch = ops.shape(features)[0] // num_views
         total = 0.0
+        view_weight = None if sample_weight is None else ops.tile(sample_weight, (num_views,))
         if labels is not None:
             labels = losses.class_ids(labels)
             view_labels = ops.tile(labels, (num_views,))  # view-major like the features
@@ -316,40 +354,51 @@ class SupConModel(keras.Model):
                 embeddings, (num_views, batch, self.projection_units[-1])), 0, 1)
             memory_kwargs = {} if memory is None else {
                 "memory_features": memory[0], "memory_labels": memory[1]}
-            contrastive = ops.mean(self._contrastive(embeddings, labels, **memory_kwargs))
+            contrastive = _weighted_mean(
+                self._contrastive(embeddings, labels, **memory_kwargs), sample_weight)
             self.contrastive_tracker.update_state(contrastive)
             weight = self.supcon_weight if self.loss_name == "joint" else 1.0
             total = total + weight * contrastive
         if self.classifier is not None:
             logits = self.classifier(features)
-            ce = ops.mean(losses.cross_entropy_loss(view_labels, logits, self.label_smoothing))
+            ce = _weighted_mean(
+                losses.cross_entropy_loss(view_labels, logits, self.label_smoothing), view_weight)
             self.ce_tracker.update_state(ce)
-            self.ce_accuracy.update_state(view_labels, logits)
+            self.ce_accuracy.update_state(view_labels, logits, sample_weight=view_weight)
             weight = self.ce_weight if self.loss_name == "joint" else 1.0
             total = total + weight * ce
         if self.probe is not None and labels is not None:
             logits = self.probe(features)  # stop_gradient inside: trains the probe only
-            probe_loss = ops.mean(losses.cross_entropy_loss(view_labels, logits))
+            probe_loss = _weighted_mean(losses.cross_entropy_loss(view_labels, logits),
+                                        view_weight)
             self.probe_loss_tracker.update_state(probe_loss)
-            self.probe_accuracy.update_state(view_labels, logits)
+            self.probe_accuracy.update_state(view_labels, logits, sample_weight=view_weight)
             total = total + probe_loss
         return total
 
     def train_step(self, data):
         import tensorflow as tf  # The TensorFlow trainer; other backends need their own step.
 
-        x, y = self._unpack(data)
+        x, y, sample_weight = self._unpack(data)
         views = self._views(x, training=True)
         memory = None
         if self.queue is not None:
             self._check_queue_size(views)
             memory = self.queue(None)
-        with tf.GradientTape() as tape:
-            features = self._encode_views(views, training=True)
-            loss = self._step_loss(features, y, views.shape[1], training=True, memory=memory)
+        num_views = views.shape[1]
+
+        def step_loss(features):
+            loss = self._step_loss(features, y, num_views, training=True, memory=memory,
+                                   sample_weight=sample_weight)
             # Gradients are summed over replicas: divide so their sum is the global mean's.
-            scaled = self.optimizer.scale_loss(loss / distribute.num_replicas_in_sync())
-        gradients = tape.gradient(scaled, self.trainable_weights)
+            return loss, self.optimizer.scale_loss(loss / distribute.num_replicas_in_sync())
+
+        if self.gradient_chunks > 1:
+            loss, gradients = gradient_cache.tf_cached_gradients(self, views, step_loss)
+        else:
+            with tf.GradientTape() as tape:
+                loss, scaled = step_loss(self._encode_views(views, training=True))
+            gradients = tape.gradient(scaled, self.trainable_weights)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
         if self.queue is not None:
             self._update_memory(views, y)
@@ -384,10 +433,11 @@ class SupConModel(keras.Model):
         self.queue.enqueue(keys, ops.tile(labels, (num_views,)))
 
     def test_step(self, data):
-        x, y = self._unpack(data)
+        x, y, sample_weight = self._unpack(data)
         views = self._views(x, training=False)
         features = self._encode_views(views, training=False)
-        loss = self._step_loss(features, y, views.shape[1], training=False)
+        loss = self._step_loss(features, y, views.shape[1], training=False,
+                               sample_weight=sample_weight)
         self.loss_tracker.update_state(loss)
         return {m.name: m.result() for m in self.metrics}
 
@@ -416,6 +466,7 @@ class SupConModel(keras.Model):
             "sync_batch_norm": self.sync_batch_norm,
             "memory_size": self.memory_size,
             "memory_momentum": self.memory_momentum,
+            "gradient_chunks": self.gradient_chunks,
         })
         return config
 

@@ -69,6 +69,58 @@ def test_one_step_equals_a_hand_written_sgd_step():
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("loss", ["supcon", "joint"])
+def test_sample_weights_scale_each_samples_loss_like_a_hand_weighted_step(loss):
+    x, y = _data()
+    weights = np.array([0.0, 2.0, 0.5, 1.0, 3.0, 0.0, 1.5, 1.0], "float32")
+    model = SupConModel(_encoder(5), loss=loss, projection_units=[6, 4], temperature=0.5,
+                        num_classes=3, probe=loss == "joint", ce_weight=0.7, supcon_weight=1.3)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    start = [w.numpy() for w in model.trainable_weights]
+
+    # By hand: per-sample SupCon from `contrastive_loss`, per-view cross-entropies from
+    # TensorFlow, each weighted by its sample's weight, summed and divided by the batch size.
+    from supcon_tf import losses
+
+    view_weights, view_labels = np.tile(weights, 2), np.tile(y, 2)
+
+    def weighted_ce(logits):
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(view_labels, logits)
+        return tf.reduce_sum(view_weights * ce) / 16
+
+    with tf.GradientTape() as tape:
+        flat = tf.reshape(tf.transpose(x, (1, 0, 2, 3, 4)), (-1,) + IMAGE)
+        features = model.encoder(flat, training=True)
+        z = model.projection_head(features, training=True)
+        z = tf.transpose(tf.reshape(z, (2, 8, 4)), (1, 0, 2))
+        per_sample = losses.contrastive_loss(z, y, temperature=0.5)
+        total = tf.reduce_sum(weights * per_sample) / 8
+        if loss == "joint":
+            total = 1.3 * total + 0.7 * weighted_ce(model.classifier(features))
+            total += weighted_ce(model.probe(features))
+    grads = tape.gradient(total, model.trainable_weights)
+    expected = [w - 0.1 * g.numpy() for w, g in zip(start, grads)]
+
+    model.fit(x, y, sample_weight=weights, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    for got, want in zip(model.trainable_weights, expected):
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
+    # Unit weights are the unweighted step; evaluate reports the weighted loss.
+    logs = model.evaluate(x, y, sample_weight=weights, batch_size=8, verbose=0, return_dict=True)
+    unit = model.evaluate(x, y, sample_weight=np.ones(8), batch_size=8, verbose=0,
+                          return_dict=True)
+    plain = model.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
+    np.testing.assert_allclose(unit["loss"], plain["loss"], rtol=1e-6)
+    assert not np.isclose(logs["loss"], plain["loss"])
+
+
+def test_sample_weights_of_the_wrong_shape_are_refused():
+    x, y = _data()
+    model = SupConModel(_encoder(), projection_units=[4])
+    model.compile(optimizer="sgd")
+    with pytest.raises(ValueError, match=r"one weight per sample, shape \[batch\]"):
+        model.train_step((tf.constant(x), tf.constant(y), tf.ones((8, 2))))
+
+
 def test_probe_gradients_never_reach_the_encoder():
     x, y = _data()
     with_probe = SupConModel(_encoder(1), projection_units=[4], num_classes=3)
