@@ -22,6 +22,7 @@ from supcon_tf import distribute
 from supcon_tf import losses
 from supcon_tf.models import gradient_cache
 from supcon_tf.models import heads
+from supcon_tf.models import jax_step
 from supcon_tf.models import memory as memory_lib
 
 LOSSES = ("supcon", "simclr", "cross_entropy", "n_pairs", "triplet", "max_margin", "joint")
@@ -376,8 +377,16 @@ class SupConModel(keras.Model):
             total = total + probe_loss
         return total
 
-    def train_step(self, data):
-        import tensorflow as tf  # The TensorFlow trainer; other backends need their own step.
+    def train_step(self, *args):
+        """One optimizer step: `train_step(data)` (TensorFlow; returns the logs) or
+        `train_step(state, data)` (JAX's functional trainer; returns `(logs, new_state)`, see
+        `supcon_tf.models.jax_step`)."""
+        if keras.backend.backend() == "jax":
+            return jax_step.train_step(self, *args)
+        return self._tf_train_step(*args)
+
+    def _tf_train_step(self, data):
+        import tensorflow as tf  # The TensorFlow trainer.
 
         x, y, sample_weight = self._unpack(data)
         views = self._views(x, training=True)
@@ -432,7 +441,11 @@ class SupConModel(keras.Model):
         keys = ops.reshape(ops.swapaxes(keys, 0, 1), (-1, self.projection_units[-1]))
         self.queue.enqueue(keys, ops.tile(labels, (num_views,)))
 
-    def test_step(self, data):
+    def test_step(self, *args):
+        """Evaluation: `test_step(data)`, or `test_step(state, data)` under JAX."""
+        if keras.backend.backend() == "jax":
+            return jax_step.test_step(self, *args)
+        data, = args
         x, y, sample_weight = self._unpack(data)
         views = self._views(x, training=False)
         features = self._encode_views(views, training=False)
