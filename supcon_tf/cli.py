@@ -34,6 +34,15 @@ def start(argv, model_dir, what):
         fail(f"--model_dir is required ({what}).")
 
 
+def check_strategy_name(flag_values):
+    """Raises a one-line ValueError for an unknown `--strategy` (no TensorFlow op)."""
+    from supcon_tf import distribute
+
+    if flag_values.strategy not in distribute.STRATEGIES:
+        raise ValueError(f"--strategy={flag_values.strategy!r} is unknown; use one of "
+                         f"{', '.join(distribute.STRATEGIES)}.")
+
+
 def make_strategy(flag_values):
     """The binaries' `tf.distribute.Strategy` from `--strategy`, `--tpu` and `--cpu_devices`.
 
@@ -43,6 +52,7 @@ def make_strategy(flag_values):
     from supcon_tf import distribute
 
     try:
+        check_strategy_name(flag_values)
         devices = distribute.configure_cpu_devices(flag_values.cpu_devices)
         if flag_values.cpu_devices > 1 and flag_values.strategy != "mirrored":
             raise ValueError(f"--cpu_devices={flag_values.cpu_devices} only makes sense with "

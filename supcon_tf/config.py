@@ -33,6 +33,10 @@ class PretrainConfig:
     Monitoring (does not change what is trained): `monitor_examples` held-out images of
     `eval_split` (default the source's "test", else "validation" split) and as many training
     images give a kNN top-1 after every epoch and, at the end, a t-SNE plot; 0 turns both off.
+
+    `gradient_chunks` k > 1 encodes each step's batch in k chunks with gradient caching
+    (`SupConModel`); `samples_per_class` m makes every global batch hold batch_size / m classes
+    with m images each (`pipeline.make_dataset`).
     """
 
     dataset: str = "digits"
@@ -72,6 +76,8 @@ class PretrainConfig:
     flip: bool = True
     memory_size: int = 0
     memory_momentum: float = 0.999
+    gradient_chunks: int = 1
+    samples_per_class: int = None
     num_classes: int = None
     probe: bool = True
     checkpoint_every: int = 1000
@@ -118,13 +124,14 @@ class PretrainConfig:
         if self.depth not in resnet.DEPTHS:
             raise ValueError(f"--depth={self.depth!r} is unknown; use one of "
                              f"{', '.join(str(d) for d in sorted(resnet.DEPTHS))}.")
-        for name in ("image_size", "batch_size", "num_views", "checkpoint_every"):
+        for name in ("image_size", "batch_size", "num_views", "checkpoint_every",
+                     "gradient_chunks"):
             _check_positive_int(name, getattr(self, name))
         if isinstance(self.monitor_examples, bool) or not isinstance(
                 self.monitor_examples, int) or self.monitor_examples < 0:
             raise ValueError(f"--monitor_examples must be an integer >= 0, got "
                              f"{self.monitor_examples!r}.")
-        for name in ("train_steps", "num_classes", "num_train_examples"):
+        for name in ("train_steps", "num_classes", "num_train_examples", "samples_per_class"):
             if getattr(self, name) is not None:
                 _check_positive_int(name, getattr(self, name))
         if not self.checkpoint_every_secs > 0:
@@ -147,6 +154,10 @@ class PretrainConfig:
         if not self.projection_units or any(int(u) < 1 for u in self.projection_units):
             raise ValueError(f"--projection_units must be positive ints, got "
                              f"{list(self.projection_units)!r}; e.g. 2048,128.")
+        if self.samples_per_class is not None and self.batch_size % self.samples_per_class:
+            raise ValueError(f"--batch_size {self.batch_size} is not a multiple of "
+                             f"--samples_per_class {self.samples_per_class}; every batch holds "
+                             "batch_size / samples_per_class classes.")
         if self.memory_size < 0:
             raise ValueError(f"--memory_size must be >= 0, got {self.memory_size!r}.")
         for pattern in self.weight_decay_exclusions:

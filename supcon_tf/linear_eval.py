@@ -33,8 +33,8 @@ image size default to the pretraining run's `config.json`. The results are merge
 hyperparameter), and printed as a table. Every bad flag prints one line `error: ...` on stderr
 and exits with status 2, writing nothing.
 
-The flags live in this module's own `FLAGS` (an `absl.flags.FlagValues`, not the global one), so
-this module and `supcon_tf.pretrain` can be imported in one process.
+The flags live in this module's own `FLAGS` (`flag_groups`: the groups shared with the other
+binaries), so any of the binaries can be imported in one process.
 """
 
 import os
@@ -43,83 +43,58 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
 
 from supcon_tf import cli  # noqa: E402
+from supcon_tf import flag_groups  # noqa: E402
 from supcon_tf import filesystem  # noqa: E402
 
-FLAGS = flags.FlagValues()
 PROTOCOLS = ("lbfgs", "sgd")
 LATEST = "latest"
 
-# Where the encoder comes from.
-flags.DEFINE_string("model_dir", None, "Pretraining run directory (saved_model/, checkpoints/).",
-                    flag_values=FLAGS)
-flags.DEFINE_string("saved_model", None,
-                    "SavedModel to evaluate (default <model_dir>/saved_model).", flag_values=FLAGS)
-flags.DEFINE_string("checkpoint", None,
-                    "Evaluate a checkpoint instead of the SavedModel: a prefix such as "
-                    "<model_dir>/checkpoints/ckpt-1000, or 'latest'.", flag_values=FLAGS)
-flags.DEFINE_string("strategy", "default", "default | mirrored | multiworker | tpu (the sgd "
-                    "protocol from --checkpoint only).", flag_values=FLAGS)
-flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu.", flag_values=FLAGS)
+FLAGS = flag_groups.new_flag_values()
+# Where the encoder comes from, and where it runs.
+flag_groups.define_pretrained(FLAGS)
+flag_groups.define_distribution(FLAGS, strategy_help="default | mirrored | multiworker | tpu "
+                                "(the sgd protocol from --checkpoint only).")
 # Data.
-flags.DEFINE_string("dataset", None, "Source (default: the pretraining run's).",
-                    flag_values=FLAGS)
-flags.DEFINE_string("split", "train", "Split the classifier is trained on.", flag_values=FLAGS)
-flags.DEFINE_string("test_split", "test", "Split the classifier is scored on.",
-                    flag_values=FLAGS)
-flags.DEFINE_string("data_dir", None, "TFDS data directory (default: the pretraining run's).",
-                    flag_values=FLAGS)
-flags.DEFINE_string("manual_dir", None, "Manually downloaded files (default: the run's).",
-                    flag_values=FLAGS)
-flags.DEFINE_integer("image_size", None, "Image side (default: the encoder's input size).",
-                     flag_values=FLAGS)
-flags.DEFINE_float("center_crop_fraction", None,
-                   "Eval centre crop fraction (default: the library's 0.875; images already "
-                   "image_size square are used as they are).", flag_values=FLAGS)
-flags.DEFINE_integer("batch_size", 256, "Training batch of the sgd protocol (global) and "
-                     "feature-extraction batch.", flag_values=FLAGS)
-flags.DEFINE_integer("seed", 0, "Seed of the held-out split, few-shot draws, classifier "
-                     "initialisation, shuffling and augmentation.", flag_values=FLAGS)
+flag_groups.define_data(FLAGS, split="train", split_help="Split the classifier is trained on.")
+flag_groups.define_eval_images(FLAGS, batch_help="Training batch of the sgd protocol (global) "
+                               "and feature-extraction batch.")
+define = flag_groups.Definer(FLAGS)
+define.string("test_split", "test", "Split the classifier is scored on.")
+define.integer("seed", 0, "Seed of the held-out split, few-shot draws, classifier "
+               "initialisation, shuffling and augmentation.")
 # Protocol.
-flags.DEFINE_string("protocol", "lbfgs", "lbfgs (Kornblith et al. sweep) | sgd (the paper's "
-                    "stage 2).", flag_values=FLAGS)
-flags.DEFINE_float("val_fraction", 0.2, "lbfgs: share of each train class held out to choose "
-                   "lambda.", flag_values=FLAGS)
-flags.DEFINE_integer("shots", 0, "Also run a few-shot probe with this many images per class "
-                     "(0: no).", flag_values=FLAGS)
-flags.DEFINE_integer("draws", 20, "Few-shot draws averaged.", flag_values=FLAGS)
+define.string("protocol", "lbfgs", "lbfgs (Kornblith et al. sweep) | sgd (the paper's "
+              "stage 2).")
+define.float("val_fraction", 0.2, "lbfgs: share of each train class held out to choose "
+             "lambda.")
+define.integer("shots", 0, "Also run a few-shot probe with this many images per class "
+               "(0: no).")
+define.integer("draws", 20, "Few-shot draws averaged.")
 # The sgd protocol's classifier (supcon_tf.evaluation.linear_classifier.ClassifierConfig).
-flags.DEFINE_string("optimizer", "momentum", "sgd: lars | momentum | nesterov | rmsprop | adam "
-                    "| adamw.", flag_values=FLAGS)
-flags.DEFINE_float("learning_rate", 0.1, "sgd: base learning rate per 256 examples.",
-                   flag_values=FLAGS)
-flags.DEFINE_float("momentum", 0.9, "sgd: optimizer momentum.", flag_values=FLAGS)
-flags.DEFINE_float("epsilon", None, "sgd: optimizer epsilon (default: RMSProp's stage-2 1e-3).",
-                   flag_values=FLAGS)
-flags.DEFINE_float("weight_decay", 0.0, "sgd: coupled L2 on the classifier kernel.",
-                   flag_values=FLAGS)
-flags.DEFINE_integer("epochs", 90, "sgd: training epochs.", flag_values=FLAGS)
-flags.DEFINE_string("schedule", "cosine", "sgd: constant | cosine | exponential | piecewise.",
-                    flag_values=FLAGS)
-flags.DEFINE_float("warmup_epochs", 0.0, "sgd: linear learning-rate warmup in epochs.",
-                   flag_values=FLAGS)
-flags.DEFINE_float("decay_rate", None, "sgd: exponential (default 0.97) or piecewise (default "
-                   "0.2) factor.", flag_values=FLAGS)
-flags.DEFINE_float("decay_epochs", 0.5, "sgd: epochs between exponential decays.",
-                   flag_values=FLAGS)
-flags.DEFINE_list("boundary_epochs", None, "sgd: piecewise decay epochs (default 60,75,90 "
-                  "percent of --epochs).", flag_values=FLAGS)
-flags.DEFINE_string("augmentation", "eval", "sgd: eval (no augmentation) | crop_flip (random "
-                    "resized crop + flip) | simaugment | autoaugment | randaugment | "
-                    "stacked_randaugment.", flag_values=FLAGS)
-flags.DEFINE_float("crop_min_area", 0.08, "sgd: smallest random-crop area fraction.",
-                   flag_values=FLAGS)
-flags.DEFINE_bool("flip", True, "sgd: random horizontal flips.", flag_values=FLAGS)
-flags.DEFINE_bool("normalize_features", False, "sgd: L2-normalise the encoder output before "
-                  "the classifier.", flag_values=FLAGS)
-flags.DEFINE_integer("verbose", 0, "Keras fit verbosity of the sgd protocol.", flag_values=FLAGS)
+define.string("optimizer", "momentum", "sgd: lars | momentum | nesterov | rmsprop | adam "
+              "| adamw.")
+define.float("learning_rate", 0.1, "sgd: base learning rate per 256 examples.")
+define.float("momentum", 0.9, "sgd: optimizer momentum.")
+define.float("epsilon", None, "sgd: optimizer epsilon (default: RMSProp's stage-2 1e-3).")
+define.float("weight_decay", 0.0, "sgd: coupled L2 on the classifier kernel.")
+define.integer("epochs", 90, "sgd: training epochs.")
+define.string("schedule", "cosine", "sgd: constant | cosine | exponential | piecewise.")
+define.float("warmup_epochs", 0.0, "sgd: linear learning-rate warmup in epochs.")
+define.float("decay_rate", None, "sgd: exponential (default 0.97) or piecewise (default "
+             "0.2) factor.")
+define.float("decay_epochs", 0.5, "sgd: epochs between exponential decays.")
+define.list("boundary_epochs", None, "sgd: piecewise decay epochs (default 60,75,90 "
+            "percent of --epochs).")
+define.string("augmentation", "eval", "sgd: eval (no augmentation) | crop_flip (random "
+              "resized crop + flip) | simaugment | autoaugment | randaugment | "
+              "stacked_randaugment.")
+define.float("crop_min_area", 0.08, "sgd: smallest random-crop area fraction.")
+define.bool("flip", True, "sgd: random horizontal flips.")
+define.bool("normalize_features", False, "sgd: L2-normalise the encoder output before "
+            "the classifier.")
+define.integer("verbose", 0, "Keras fit verbosity of the sgd protocol.")
 
 
 def config_from_flags(flag_values):
@@ -165,7 +140,6 @@ def load_checkpoint_encoder(model_dir, checkpoint=LATEST, strategy=None):
     Raises:
         ValueError: no run there, no such checkpoint, or it does not match the architecture.
     """
-    import keras
     import tensorflow as tf
 
     from supcon_tf import trainer
@@ -174,8 +148,6 @@ def load_checkpoint_encoder(model_dir, checkpoint=LATEST, strategy=None):
     prefix = None if checkpoint in (None, LATEST) else checkpoint
     run = trainer.load_pretrained(model_dir, checkpoint=prefix, strategy=strategy)
     path = prefix or tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-    # The encoder keeps the run's dtype policy; what is built next (the classifier) is float32.
-    keras.mixed_precision.set_global_policy("float32")
     encoder = run.model.encoder
     input_shape = tuple(encoder.input_shape[1:])
     return encoder, features.embed_function(encoder), input_shape, path
@@ -209,8 +181,7 @@ def count_examples(dataset, split, *, data_dir, manual_dir):
 
 def _check_flags():
     """Range checks of the flags that `config_from_flags` does not cover."""
-    from supcon_tf import distribute
-
+    cli.check_strategy_name(FLAGS)
     if not filesystem.is_dir(FLAGS.model_dir):
         raise ValueError(f"--model_dir {FLAGS.model_dir} does not exist.")
     for name in ("batch_size", "draws"):
@@ -224,9 +195,6 @@ def _check_flags():
         raise ValueError(f"--image_size must be >= 1, got {FLAGS.image_size}.")
     if FLAGS.checkpoint and FLAGS.saved_model:
         raise ValueError("pass --checkpoint or --saved_model, not both.")
-    if FLAGS.strategy not in distribute.STRATEGIES:
-        raise ValueError(f"--strategy={FLAGS.strategy!r} is unknown; use one of "
-                         f"{', '.join(distribute.STRATEGIES)}.")
     if FLAGS.strategy != "default" and not (FLAGS.checkpoint and FLAGS.protocol == "sgd"):
         raise ValueError(f"--strategy={FLAGS.strategy} distributes the sgd protocol from a "
                          "checkpoint: add --protocol=sgd --checkpoint=latest (or a prefix).")
@@ -240,7 +208,6 @@ def _describe(config):
 
 def main(argv):
     cli.start(argv, FLAGS.model_dir, "the pretraining run to evaluate")
-    from supcon_tf import distribute
     from supcon_tf import export
     from supcon_tf import run_dir
     from supcon_tf.data import sources
@@ -254,6 +221,7 @@ def main(argv):
     try:
         config = config_from_flags(FLAGS)
         _check_flags()
+        strategy = cli.make_strategy(FLAGS)  # Before any TensorFlow op (checks above: none).
         config_path = os.path.join(FLAGS.model_dir, run_dir.CONFIG_FILE)
         run_config = {}
         if filesystem.is_file(config_path):
@@ -263,7 +231,6 @@ def main(argv):
             raise ValueError(f"no --dataset given and {config_path} does not name one.")
         data_dir = FLAGS.data_dir or run_config.get("data_dir")
         manual_dir = FLAGS.manual_dir or run_config.get("manual_dir")
-        strategy = distribute.make_strategy(FLAGS.strategy, tpu=FLAGS.tpu)
         if FLAGS.checkpoint:
             encoder, embed, input_shape, source = load_checkpoint_encoder(
                 FLAGS.model_dir, FLAGS.checkpoint, strategy)
@@ -369,19 +336,5 @@ def main(argv):
     print(f"wrote {results_path}")
 
 
-def parse_flags(argv):
-    """Parses `argv` into this module's `FLAGS` (one `error:` line on a bad flag) and absl's
-    own flags (logging, debugging) at their defaults, which `app.run` reads. `--help` prints
-    this binary's flags."""
-    if any(arg in ("--help", "-h", "--helpfull", "-?") for arg in argv[1:]):
-        print(__doc__)
-        print(FLAGS.module_help(FLAGS.find_module_defining_flag("model_dir")))
-        raise SystemExit(0)
-    remaining = cli.parse_flags(FLAGS, argv)
-    if not flags.FLAGS.is_parsed():
-        flags.FLAGS(argv[:1])
-    return remaining
-
-
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=flag_groups.flags_parser(FLAGS, __doc__))

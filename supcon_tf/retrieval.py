@@ -44,10 +44,10 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
 
 from supcon_tf import cli  # noqa: E402
 from supcon_tf import filesystem  # noqa: E402
+from supcon_tf import flag_groups  # noqa: E402
 
 SECOND_HALF, ALL_CLASSES = "second_half", "all"
 # --dataset -> (split, classes) of the standard protocol.
@@ -61,32 +61,21 @@ RESULTS_FILE = "results.json"
 EXAMPLES_FILE = "retrieval.png"
 MAX_SHOWN = 16  # results drawn per query at most
 
-FLAGS = flags.FLAGS
-
-flags.DEFINE_string("model_dir", None, "Pretraining run directory (saved_model/, checkpoints/).")
-flags.DEFINE_string("saved_model", None,
-                    "SavedModel to evaluate (default <model_dir>/saved_model).")
-flags.DEFINE_string("checkpoint", None, "Evaluate a checkpoint of --model_dir instead of the "
-                    "SavedModel: a prefix <model_dir>/checkpoints/ckpt-N, or 'latest'.")
-flags.DEFINE_string("dataset", None, "digits | caltech_birds2011 | cars196 | "
-                    "stanford_online_products | folder:<path> | a TFDS name (default: the "
-                    "pretraining run's).")
-flags.DEFINE_string("split", None, "Split read (default: the benchmark's, see --help).")
-flags.DEFINE_enum("classes", None, [SECOND_HALF, ALL_CLASSES],
-                  "Classes evaluated: second_half (ids >= num_classes // 2) or all (default: the "
-                  "benchmark's).")
-flags.DEFINE_string("data_dir", None, "TFDS data directory (default: the pretraining run's).")
-flags.DEFINE_string("manual_dir", None, "Manually downloaded files (default: the run's).")
-flags.DEFINE_integer("image_size", None, "Image side (default: the encoder's input size).")
-flags.DEFINE_float("center_crop_fraction", None,
-                   "Eval centre crop fraction (default: the library's 0.875).")
-flags.DEFINE_integer("batch_size", 256, "Feature-extraction batch.")
-flags.DEFINE_list("ks", ["1", "2", "4", "8"], "The k of each Recall@k.")
-flags.DEFINE_integer("num_examples", 8, "Queries drawn in retrieval.png (0: no picture).")
-flags.DEFINE_integer("seed", 0, "Seed of the queries drawn in retrieval.png.")
-flags.DEFINE_string("output_dir", None, "Where results go (default "
-                    "<model_dir>/retrieval_<dataset>).")
-flags.DEFINE_boolean("overwrite", False, "Replace results already in --output_dir.")
+FLAGS = flag_groups.new_flag_values()
+flag_groups.define_pretrained(FLAGS)
+flag_groups.define_data(
+    FLAGS, dataset_help="digits | caltech_birds2011 | cars196 | stanford_online_products | "
+    "folder:<path> | a TFDS name (default: the pretraining run's).",
+    split_help="Split read (default: the benchmark's, see --help).")
+flag_groups.define_eval_images(FLAGS)
+flag_groups.define_output(FLAGS, "<model_dir>/retrieval_<dataset>")
+define = flag_groups.Definer(FLAGS)
+define.enum("classes", None, [SECOND_HALF, ALL_CLASSES],
+            "Classes evaluated: second_half (ids >= num_classes // 2) or all (default: the "
+            "benchmark's).")
+define.list("ks", ["1", "2", "4", "8"], "The k of each Recall@k.")
+define.integer("num_examples", 8, "Queries drawn in retrieval.png (0: no picture).")
+define.integer("seed", 0, "Seed of the queries drawn in retrieval.png.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -350,4 +339,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=lambda argv: cli.parse_flags(FLAGS, argv))
+    app.run(main, flags_parser=flag_groups.flags_parser(FLAGS, __doc__))

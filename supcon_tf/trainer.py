@@ -22,6 +22,7 @@ interrupted epoch the batches already consumed are skipped, so a resumed run see
 batches as an uninterrupted one while re-reading at most one epoch.
 """
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -127,6 +128,25 @@ def resolve_eval_split(config):
     return None
 
 
+@contextlib.contextmanager
+def dtype_policy(mixed_precision):
+    """Sets Keras' global dtype policy for what is built inside, then restores the previous one.
+
+    The layers built inside keep the policy (Keras layers read it at construction), so the run's
+    model computes in `mixed_precision` while nothing built after it is affected.
+
+    Args:
+        mixed_precision: "none" (float32), "mixed_float16" or "mixed_bfloat16".
+    """
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(
+        "float32" if mixed_precision == "none" else mixed_precision)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def build_run(config, strategy=None, *, channels=None):
     """Validates `config` and builds strategy, encoder + SupConModel, schedule and optimizer.
 
@@ -187,14 +207,21 @@ def build_run(config, strategy=None, *, channels=None):
     if config.batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f"--batch_size {config.batch_size} is not divisible by the "
                          f"{strategy.num_replicas_in_sync} replicas.")
-    keras.mixed_precision.set_global_policy(
-        "float32" if config.mixed_precision == "none" else config.mixed_precision)
+    per_replica = config.batch_size // strategy.num_replicas_in_sync
+    if config.samples_per_class and per_replica % config.samples_per_class:
+        raise ValueError(f"--samples_per_class {config.samples_per_class} does not divide the "
+                         f"per-replica batch {per_replica} (--batch_size {config.batch_size} / "
+                         f"{strategy.num_replicas_in_sync} replicas); use a batch size that is a "
+                         f"multiple of {config.samples_per_class * strategy.num_replicas_in_sync}.")
+    if config.gradient_chunks > per_replica:
+        raise ValueError(f"--gradient_chunks {config.gradient_chunks} is more than the "
+                         f"per-replica batch {per_replica}; use at most {per_replica}.")
     learning_rate = schedules.scale_learning_rate(config.learning_rate, config.batch_size)
     schedule = schedules.build_schedule(
         config.schedule, learning_rate, steps_per_epoch=steps_per_epoch,
         epochs=total_steps / steps_per_epoch, warmup_epochs=config.warmup_epochs)
     keras.utils.set_random_seed(config.seed)
-    with strategy.scope():
+    with strategy.scope(), dtype_policy(config.mixed_precision):
         encoder = resnet.resnet(
             config.depth, (config.image_size, config.image_size, channels),
             width_multiplier=config.width_multiplier, stem=config.stem,
@@ -206,7 +233,8 @@ def build_run(config, strategy=None, *, channels=None):
             normalize_encoder_output=config.normalize_encoder_output, num_classes=num_classes,
             temperature=config.temperature, label_smoothing=config.label_smoothing,
             probe=config.probe, sync_batch_norm=config.sync_batch_norm,
-            memory_size=config.memory_size, memory_momentum=config.memory_momentum)
+            memory_size=config.memory_size, memory_momentum=config.memory_momentum,
+            gradient_chunks=config.gradient_chunks)
         optimizer = optimizers.build_optimizer(
             config.optimizer, schedule, config.weight_decay, momentum=config.momentum, stage=1,
             exclude_from_weight_decay=list(config.weight_decay_exclusions) or None)
@@ -243,7 +271,8 @@ def epoch_dataset(run, epoch, skip=0):
     source = run.train_source or config.dataset
     options = dict(training=True, seed=epoch_seed(config.seed, epoch), split=config.split,
                    data_dir=config.data_dir, manual_dir=config.manual_dir,
-                   augment_options=augment_options(config))
+                   augment_options=augment_options(config),
+                   samples_per_class=config.samples_per_class)
     if distribute.num_workers(run.strategy) > 1:
         dataset = pipeline.make_distributed_dataset(
             run.strategy, source, config.augmentation, config.num_views, config.batch_size,

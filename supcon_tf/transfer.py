@@ -36,10 +36,10 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
 
 from supcon_tf import cli  # noqa: E402
 from supcon_tf import filesystem  # noqa: E402
+from supcon_tf import flag_groups  # noqa: E402
 from supcon_tf.evaluation import finetune  # noqa: E402
 from supcon_tf.evaluation import transfer as registry  # noqa: E402
 
@@ -47,33 +47,32 @@ MODES = ("linear", "finetune")
 RESULTS_FILE = "results.json"
 TABLE_FILE = "results.md"
 
-FLAGS = flags.FLAGS
-
-flags.DEFINE_string("model_dir", None, "Pretraining run directory (saved_model/, checkpoints/).")
-flags.DEFINE_enum("mode", "linear", MODES, "linear: L-BFGS probe on frozen features; finetune: "
-                  "fine-tune the whole network.")
-flags.DEFINE_list("benchmarks", list(registry.BENCHMARKS),
-                  f"Benchmark keys, from: {', '.join(registry.BENCHMARKS)}.")
-flags.DEFINE_string("checkpoint", None, "Checkpoint prefix (<model_dir>/checkpoints/ckpt-N) or "
-                    "'latest'. linear: use it instead of the SavedModel; finetune: default latest.")
-flags.DEFINE_string("data_dir", None, "TFDS data directory with the prepared datasets.")
-flags.DEFINE_string("manual_dir", None, "Root of the manual downloads: "
-                    "<manual_dir>/{birdsnap,aircraft,cars}/<split>/<class_name>/*.jpg.")
-flags.DEFINE_string("output_dir", None, "Where results go (default <model_dir>/transfer_<mode>).")
-flags.DEFINE_integer("image_size", None, "Image side (default: the encoder's input size).")
-flags.DEFINE_integer("batch_size", 256, "Batch of feature extraction and evaluation.")
-flags.DEFINE_integer("finetune_steps", finetune.STEPS, "Steps of every fine-tuning run.")
-flags.DEFINE_integer("finetune_batch_size", finetune.BATCH_SIZE,
-                     "Batch of fine-tuning.")
-flags.DEFINE_list("learning_rates", None, "Fine-tuning learning rates (default: the reference's "
-                  "7 log-spaced in [1e-4, 0.1]).")
-flags.DEFINE_list("weight_decays", None, "Fine-tuning weight decays, divided by the learning "
-                  "rate (default: 0 and 7 log-spaced in [1e-6, 1e-3]).")
-flags.DEFINE_boolean("skip_unavailable", True, "Skip benchmarks whose files are not here "
-                     "(with a warning) instead of failing.")
-flags.DEFINE_integer("seed", 0, "Seed of the validation hold-out, classifier init and "
-                     "augmentation.")
-flags.DEFINE_boolean("overwrite", False, "Replace results already in --output_dir.")
+FLAGS = flag_groups.new_flag_values()
+flag_groups.define_pretrained(FLAGS, saved_model=False, checkpoint_help=(
+    "Checkpoint prefix (<model_dir>/checkpoints/ckpt-N) or 'latest'. linear: use it instead of "
+    "the SavedModel; finetune: default latest."))
+flag_groups.define_output(FLAGS, "<model_dir>/transfer_<mode>")
+define = flag_groups.Definer(FLAGS)
+define.string("data_dir", None, "TFDS data directory with the prepared datasets.")
+define.string("manual_dir", None, "Root of the manual downloads: "
+              "<manual_dir>/{birdsnap,aircraft,cars}/<split>/<class_name>/*.jpg.")
+define.integer("image_size", None, "Image side (default: the encoder's input size).")
+define.integer("batch_size", 256, "Batch of feature extraction and evaluation.")
+define.enum("mode", "linear", MODES, "linear: L-BFGS probe on frozen features; finetune: "
+            "fine-tune the whole network.")
+define.list("benchmarks", list(registry.BENCHMARKS),
+            f"Benchmark keys, from: {', '.join(registry.BENCHMARKS)}.")
+define.integer("finetune_steps", finetune.STEPS, "Steps of every fine-tuning run.")
+define.integer("finetune_batch_size", finetune.BATCH_SIZE,
+               "Batch of fine-tuning.")
+define.list("learning_rates", None, "Fine-tuning learning rates (default: the reference's "
+            "7 log-spaced in [1e-4, 0.1]).")
+define.list("weight_decays", None, "Fine-tuning weight decays, divided by the learning "
+            "rate (default: 0 and 7 log-spaced in [1e-6, 1e-3]).")
+define.boolean("skip_unavailable", True, "Skip benchmarks whose files are not here "
+               "(with a warning) instead of failing.")
+define.integer("seed", 0, "Seed of the validation hold-out, classifier init and "
+               "augmentation.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -255,4 +254,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=lambda argv: cli.parse_flags(FLAGS, argv))
+    app.run(main, flags_parser=flag_groups.flags_parser(FLAGS, __doc__))

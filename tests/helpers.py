@@ -349,3 +349,10 @@ def mock_retrieval_benchmarks():
         "tensorflow_datasets.core.dataset_builder.DatasetBuilder.is_prepared",
         return_value=True))
     return stack
+
+
+def pretrain_config(**overrides):
+    """A `config.PretrainConfig` of 4 steps with `overrides` (no data read, nothing written)."""
+    from supcon_tf import config as config_lib
+
+    return config_lib.PretrainConfig(train_steps=4, **overrides)

@@ -28,7 +28,7 @@ CACHE_AUTO_BYTES = 1 << 30  # cache="auto" keeps a source in memory up to this s
 def make_dataset(source, policy, num_views, batch_size, image_size, *, training=True,
                  seed=None, split="train", data_dir=None, manual_dir=None,
                  augment_options=None, shuffle_buffer=10_000, cache="auto", repeat=None,
-                 drop_remainder=None, samples_per_class=None, shard=None,
+                 drop_remainder=None, samples_per_class=None, balance_batches=1, shard=None,
                  num_parallel_calls=tf.data.AUTOTUNE):
     """Builds batches of independently augmented views.
 
@@ -52,9 +52,14 @@ def make_dataset(source, policy, num_views, batch_size, image_size, *, training=
         drop_remainder: Drop a last partial batch; default `training`.
         samples_per_class: m for class-balanced batches (training only): each batch holds
             `batch_size // m` distinct classes with m images each; `batch_size` must be a
-            multiple of m. Every class stream filters the source, so use it on sources that
-            are cached (small datasets) or cheap to read.
-        shard: Optional `(num_shards, index)`: this pipeline reads every num_shards-th example.
+            multiple of m. Classes are drawn in proportion to their size, so every example is
+            used about once per epoch. Every class stream filters the source, so use it on
+            sources that are cached (small datasets) or cheap to read.
+        balance_batches: With `samples_per_class`: this many consecutive batches together hold
+            distinct classes (the batches of one worker's replicas in one step).
+        shard: Optional `(num_shards, index)`: this pipeline reads every num_shards-th example;
+            with `samples_per_class`, every example of the classes of shard `index`
+            (`assign_classes`), so that shards draw disjoint classes.
         num_parallel_calls: Parallelism of the augmentation map.
 
     Returns:
@@ -72,21 +77,26 @@ def make_dataset(source, policy, num_views, batch_size, image_size, *, training=
     repeat = training if repeat is None else repeat
     drop_remainder = training if drop_remainder is None else drop_remainder
     dataset = _as_dataset(source, split, data_dir, manual_dir)
+    balanced = samples_per_class is not None
     if shard is not None:
         num_shards, index = shard
         if not 0 <= index < num_shards:
             raise ValueError(f"shard index must be in [0, {num_shards}), got {shard!r}.")
-        dataset = dataset.shard(num_shards, index)
+        if not balanced:
+            dataset = dataset.shard(num_shards, index)
     dataset = _maybe_cache(dataset, cache)
     shard_salt = 0 if shard is None else shard[1]
     shuffle_seed = _derive_seed(seed, "shuffle", shard_salt)
-    balanced = samples_per_class is not None
     if balanced:
         if not training:
             raise ValueError("samples_per_class (class-balanced batches) is for training "
                              "pipelines; pass training=True or samples_per_class=None.")
-        dataset = _class_balanced(dataset, batch_size, samples_per_class, shuffle_buffer,
-                                  shuffle_seed)
+        m = samples_per_class
+        if isinstance(m, bool) or not isinstance(m, int) or m < 1 or batch_size % m:
+            raise ValueError(f"samples_per_class must be a positive int dividing batch_size "
+                             f"{batch_size}, got {m!r}; e.g. batch_size=64, samples_per_class=4.")
+        dataset = _class_balanced(dataset, batch_size * balance_batches, samples_per_class,
+                                  shuffle_buffer, shuffle_seed, class_shard=shard)
     elif training:
         dataset = dataset.shuffle(shuffle_buffer, seed=shuffle_seed,
                                   reshuffle_each_iteration=True)
@@ -95,6 +105,9 @@ def make_dataset(source, policy, num_views, batch_size, image_size, *, training=
     randoms = tf.data.Dataset.random(seed=_derive_seed(seed, "augment", shard_salt))
     dataset = tf.data.Dataset.zip((dataset, randoms))
 
+    # No Python control flow in these functions: autograph has nothing to convert (and fails to
+    # read the source of closures and lambdas, with a warning, in some environments).
+    @tf.autograph.experimental.do_not_convert
     def expand_views(example, random):
         image, label = example
         view_seeds = tf.random.experimental.stateless_split(
@@ -112,8 +125,12 @@ def make_dataset(source, policy, num_views, batch_size, image_size, *, training=
     dataset = dataset.map(expand_views).unbatch()
     dataset = dataset.map(augment_view, num_parallel_calls=num_parallel_calls,
                           deterministic=True)
+    @tf.autograph.experimental.do_not_convert
+    def one_label(views, labels):
+        return views, labels[0]
+
     dataset = dataset.batch(num_views, drop_remainder=True)
-    dataset = dataset.map(lambda views, labels: (views, labels[0]))
+    dataset = dataset.map(one_label)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
@@ -152,6 +169,10 @@ def make_distributed_dataset(strategy, source, policy, num_views, global_batch_s
         shard = None
         if input_context.num_input_pipelines > 1:
             shard = (input_context.num_input_pipelines, input_context.input_pipeline_id)
+        if kwargs.get("samples_per_class") is not None:
+            # One class-balanced group per worker and step, split over its replicas.
+            kwargs["balance_batches"] = (input_context.num_replicas_in_sync
+                                         // input_context.num_input_pipelines)
         dataset = make_dataset(source, policy, num_views, per_replica, image_size, shard=shard,
                                **kwargs)
         # Each pipeline feeds its replicas in turn: a global step takes one batch per replica.
@@ -202,24 +223,42 @@ def _maybe_cache(dataset, cache):
     raise ValueError(f"cache must be True, False, 'auto' or a file path, got {cache!r}.")
 
 
-def _class_balanced(dataset, batch_size, samples_per_class, shuffle_buffer, seed):
+def _class_balanced(dataset, batch_size, samples_per_class, shuffle_buffer, seed,
+                    class_shard=None):
     """Reorders an (image, label) stream so each run of `batch_size` is class balanced.
 
     Every group of `batch_size` consecutive elements holds `k = batch_size // m` distinct
-    classes, drawn uniformly without replacement per batch, with m images each (in class
-    blocks); each class's images come from its own shuffled, repeated stream.
+    classes with m images each (in class blocks). The k classes of a group are drawn without
+    replacement with probability proportional to their number of images (Gumbel top-k), so a
+    class of n images gives about n / m blocks per epoch and every example is used about once
+    per epoch, whatever the class sizes; each class's images come from its own shuffled,
+    repeated stream (a class smaller than m repeats images within a block).
+
+    Args:
+        class_shard: Optional `(num_shards, index)`: keep only the classes of shard `index`
+            (`assign_classes`: every class to one shard, shards balanced by image count), so
+            that shards draw disjoint classes and a global batch made of one group per shard
+            still holds distinct classes.
     """
-    m = samples_per_class
-    if isinstance(m, bool) or not isinstance(m, int) or m < 1 or batch_size % m:
-        raise ValueError(f"samples_per_class must be a positive int dividing batch_size "
-                         f"{batch_size}, got {m!r}; e.g. batch_size=64, samples_per_class=4.")
+    m = samples_per_class  # validated by make_dataset; divides batch_size
     classes_per_batch = batch_size // m
-    labels = np.unique(np.fromiter(
-        dataset.map(lambda image, label: label).as_numpy_iterator(), dtype=np.int64))
+    if len(dataset.element_spec[1].shape):
+        raise ValueError("samples_per_class (class-balanced batches) needs one integer label "
+                         "per image, not multi-hot labels; leave samples_per_class unset.")
+    labels, counts = np.unique(np.fromiter(
+        dataset.map(lambda image, label: label).as_numpy_iterator(), dtype=np.int64),
+        return_counts=True)
+    where = ""
+    if class_shard is not None:
+        num_shards, index = class_shard
+        owned = assign_classes(counts, num_shards) == index
+        labels, counts = labels[owned], counts[owned]
+        where = f" on each of {num_shards} input pipelines"
     if len(labels) < classes_per_batch:
-        raise ValueError(f"Class-balanced batches need {classes_per_batch} distinct classes "
-                         f"(batch_size {batch_size} / samples_per_class {m}) but the source "
-                         f"has {len(labels)}; lower batch_size or raise samples_per_class.")
+        raise ValueError(f"Class-balanced batches need {classes_per_batch} distinct classes"
+                         f"{where} (batch_size {batch_size} / samples_per_class {m}) but the "
+                         f"source has {len(labels)}; lower batch_size or raise "
+                         "samples_per_class.")
     buffer = max(m, shuffle_buffer // len(labels))
     streams = []
     for index, label in enumerate(labels):
@@ -227,12 +266,37 @@ def _class_balanced(dataset, batch_size, samples_per_class, shuffle_buffer, seed
         stream_seed = None if seed is None else (seed + 1 + index) & 0x7FFFFFFF
         streams.append(stream.shuffle(buffer, seed=stream_seed).repeat())
     num_classes = len(labels)
+    log_weights = tf.constant(np.log(counts / counts.sum()), tf.float32)
 
     def batch_choice(random):
-        order = tf.argsort(tf.random.stateless_uniform(
-            [num_classes], tf.stack([random, tf.constant(1, tf.int64)])))
-        chosen = order[:classes_per_batch]  # k distinct stream indices
+        uniform = tf.random.stateless_uniform(
+            [num_classes], tf.stack([random, tf.constant(1, tf.int64)]), minval=1e-12, maxval=1.0)
+        gumbel = -tf.math.log(-tf.math.log(uniform))
+        chosen = tf.math.top_k(log_weights + gumbel, classes_per_batch).indices  # distinct
         return tf.cast(tf.repeat(chosen, m), tf.int64)  # [k * m], class blocks
 
     choices = tf.data.Dataset.random(seed=seed).map(batch_choice).unbatch()
     return tf.data.Dataset.choose_from_datasets(streams, choices)
+
+
+def assign_classes(counts, num_shards):
+    """Assigns every class to one of `num_shards` shards, balancing their image counts.
+
+    Greedy: classes by decreasing count (ties by index), each to the shard with the fewest
+    images so far (ties to the lowest shard). Deterministic, so every worker computes the same.
+
+    Args:
+        counts: int [num_classes], images per class.
+        num_shards: number of shards (input pipelines).
+
+    Returns:
+        int [num_classes]: the shard of each class.
+    """
+    counts = np.asarray(counts)
+    shard_of = np.zeros(len(counts), np.int64)
+    totals = np.zeros(num_shards, np.int64)
+    for index in np.lexsort((np.arange(len(counts)), -counts)):
+        shard = int(np.argmin(totals))
+        shard_of[index] = shard
+        totals[shard] += counts[index]
+    return shard_of

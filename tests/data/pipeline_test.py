@@ -82,6 +82,83 @@ def test_class_balanced_batches_hold_m_images_of_distinct_classes():
     assert seen == set(range(6))
 
 
+def _indexed_arrays(class_sizes, size=4):
+    """Images whose grey level is 4 * their index (so a view names its example), with labels
+    0..len(class_sizes)-1 of the given sizes."""
+    labels = np.repeat(np.arange(len(class_sizes), dtype=np.int64), class_sizes)
+    levels = (4 * np.arange(len(labels))).astype(np.uint8)
+    return np.broadcast_to(levels[:, None, None, None], (len(labels), size, size, 3)).copy(), labels
+
+
+def test_class_balanced_batches_use_every_example_about_once_per_epoch():
+    # Classes of 12, 12, 6, 6, 6, 6, 3, 3, 3, 3 images: a uniform draw of classes would use the
+    # examples of the small classes twice as often as those of the big ones, and those of the
+    # big ones about half as often as once per epoch.
+    sizes = [12, 12, 6, 6, 6, 6, 3, 3, 3, 3]
+    images, labels = _indexed_arrays(sizes)
+    batch, epochs = 4, 40
+    steps = epochs * len(labels) // batch
+    dataset = pipeline.make_dataset((images, labels), "eval", 1, batch, 4, seed=5,
+                                    samples_per_class=2)
+    uses = np.zeros(len(labels))
+    for views, batch_labels in _take(dataset, steps):
+        assert len(set(batch_labels.tolist())) == 2
+        index = np.rint(views[:, 0, 0, 0, 0] * 255 / 4).astype(int)
+        np.testing.assert_array_equal(labels[index], batch_labels)  # labels stay aligned
+        np.add.at(uses, index, 1)
+    per_class = np.bincount(labels, weights=uses) / (np.array(sizes) * epochs)
+    np.testing.assert_allclose(per_class, 1.0, atol=0.2)  # uses per example and epoch
+    assert uses.min() > 0.5 * epochs
+
+
+def test_assign_classes_balances_the_shards():
+    counts = np.array([50, 3, 7, 20, 20, 1, 9, 30, 2, 8])
+    for shards in (1, 2, 3, 4):
+        shard_of = pipeline.assign_classes(counts, shards)
+        totals = np.bincount(shard_of, weights=counts, minlength=shards)
+        assert set(shard_of.tolist()) == set(range(shards))
+        assert totals.max() - totals.min() <= counts.max()  # the greedy rule's bound
+        np.testing.assert_array_equal(shard_of, pipeline.assign_classes(counts, shards))
+
+
+def test_class_balanced_shards_draw_disjoint_classes():
+    images, labels = _label_coded_arrays(num=48, num_classes=8)
+    seen = []
+    for index in range(2):
+        dataset = pipeline.make_dataset((images, labels), "eval", 1, 4, 10, seed=3,
+                                        samples_per_class=2, shard=(2, index))
+        classes = set()
+        for _, batch_labels in _take(dataset, 12):
+            values, counts = np.unique(batch_labels, return_counts=True)
+            assert len(values) == 2 and (counts == 2).all()
+            classes.update(values.tolist())
+        seen.append(classes)
+    assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(8))
+
+
+def test_class_balanced_replicas_of_one_step_hold_distinct_classes(two_cpu_strategy):
+    images, labels = _label_coded_arrays(num=48, num_classes=8)
+    dataset = pipeline.make_distributed_dataset(
+        two_cpu_strategy, (images, labels), "eval", 1, 8, 10, seed=2, samples_per_class=2)
+    steps = iter(dataset)
+    for _ in range(10):
+        _, per_replica = next(steps)
+        first, second = (t.numpy() for t in two_cpu_strategy.experimental_local_results(
+            per_replica))
+        for half in (first, second):
+            values, counts = np.unique(half, return_counts=True)
+            assert len(values) == 2 and (counts == 2).all()
+        assert not set(first.tolist()) & set(second.tolist())  # 4 distinct classes per step
+
+
+def test_class_balance_refuses_multi_hot_labels():
+    images = np.zeros((6, 4, 4, 3), np.uint8)
+    multi_hot = np.eye(3, dtype=np.int64)[[0, 1, 2, 0, 1, 2]]
+    source = tf.data.Dataset.from_tensor_slices((images, multi_hot))
+    with pytest.raises(ValueError, match="one integer label per image"):
+        pipeline.make_dataset(source, "eval", 1, 2, 4, samples_per_class=2)
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(samples_per_class=4), "samples_per_class must be a positive int dividing batch_size 6"),
     (dict(samples_per_class=1), r"need 6 distinct classes .* has 3"),
