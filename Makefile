@@ -1,19 +1,30 @@
 # Set-up and the everyday commands. `make quickstart` and `make test` create ./.venv with every
-# dependency from requirements.txt when it is missing (or older than requirements.txt).
+# dependency from requirements.txt when it is missing (or older than requirements.txt);
+# `make test-jax` likewise creates ./.venv-jax from requirements-jax.txt (Keras and JAX, no
+# TensorFlow) and runs the tests marked `jax` there under KERAS_BACKEND=jax.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
+VENV_JAX := .venv-jax
+STAMP_JAX := $(VENV_JAX)/.requirements-installed
 
-.PHONY: quickstart test test-fast bench bazel-test venv clean
+.PHONY: quickstart test test-fast test-jax bench bazel-test venv clean
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q --upgrade pip
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
-	touch $(STAMP)
+# $(call virtualenv,DIR,REQUIREMENTS): DIR/.requirements-installed, made by installing
+# REQUIREMENTS into the virtual environment DIR (created if missing).
+define virtualenv
+$(1)/.requirements-installed: $(2)
+	test -x $(1)/bin/python || $$(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install --disable-pip-version-check -q --upgrade pip
+	$(1)/bin/python -m pip install --disable-pip-version-check -q -r $(2)
+	touch $$@
+endef
+
+$(eval $(call virtualenv,$(VENV),requirements.txt))
+$(eval $(call virtualenv,$(VENV_JAX),requirements-jax.txt))
 
 quickstart: $(STAMP)
 	$(PY) -m supcon_tf.quickstart --flagfile=flags/quickstart.flags --overwrite
@@ -23,6 +34,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
+
+# SupConModel, its losses, LARS and the schedules under Keras' JAX backend, without TensorFlow.
+test-jax: $(STAMP_JAX)
+	KERAS_BACKEND=jax $(VENV_JAX)/bin/python -m pytest -m jax tests/jax_backend
 
 bench: $(STAMP)
 	$(PY) bench/loss.py
