@@ -231,8 +231,9 @@ def _class_balanced(dataset, batch_size, samples_per_class, shuffle_buffer, seed
     classes with m images each (in class blocks). The k classes of a group are drawn without
     replacement with probability proportional to their number of images (Gumbel top-k), so a
     class of n images gives about n / m blocks per epoch and every example is used about once
-    per epoch, whatever the class sizes; each class's images come from its own shuffled,
-    repeated stream (a class smaller than m repeats images within a block).
+    per epoch, whatever the class sizes (a class holding more than 1 / k of the images can
+    appear only once per group, so its images are used less); each class's images come from
+    its own shuffled, repeated stream (a class smaller than m repeats images within a block).
 
     Args:
         class_shard: Optional `(num_shards, index)`: keep only the classes of shard `index`
