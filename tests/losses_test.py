@@ -152,15 +152,24 @@ def test_simclr_formulation_is_twice_the_mean_nt_xent():
 
 MEMORY_GRID = list(itertools.product(
     ("outside", "inside"), ("all", "one_positive", "only_negatives"), ("all_views", "one_view"),
-    (True, False)))
+    ("ids", None, "sets")))
 
 
-@pytest.mark.parametrize("summation,denominator,contrast_mode,with_labels", MEMORY_GRID)
-def test_memory_keys_match_reference(summation, denominator, contrast_mode, with_labels):
+def _memory_labels(labels_kind):
+    """Labels of 6 samples and of 9 memory keys (-1 / rows of -1: empty slots, left out)."""
+    if labels_kind != "sets":
+        return (_labels(6, 3, seed=7) if labels_kind else None,
+                np.array([0, 1, 2, -1, 0, 2, -1, 1, 0]))
+    key_sets = _label_sets(9, 4, seed=19, empty_rows=(1,))
+    key_sets[[3, 6]] = -1
+    return _label_sets(6, 4, seed=17), key_sets
+
+
+@pytest.mark.parametrize("summation,denominator,contrast_mode,labels_kind", MEMORY_GRID)
+def test_memory_keys_match_reference(summation, denominator, contrast_mode, labels_kind):
     features = _unit_features(6, 2, 5, seed=7)
-    labels = _labels(6, 3, seed=7) if with_labels else None
+    labels, key_labels = _memory_labels(labels_kind)
     keys = _unit_features(9, 1, 5, seed=8)[:, 0]
-    key_labels = np.array([0, 1, 2, -1, 0, 2, -1, 1, 0])  # -1: empty slots, left out.
     options = dict(temperature=0.2, summation=summation, denominator=denominator,
                    contrast_mode=contrast_mode)
     got = losses.contrastive_loss(features, labels, memory_features=keys,
@@ -447,26 +456,6 @@ def test_one_hot_label_sets_equal_int_labels_with_a_memory_queue(summation, cont
     want = losses.contrastive_loss(features, labels, memory_features=keys,
                                    memory_labels=key_labels, **options)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
-
-
-MULTILABEL_MEMORY_GRID = list(itertools.product(
-    ("outside", "inside"), ("all", "one_positive", "only_negatives"), ("all_views", "one_view")))
-
-
-@pytest.mark.parametrize("summation,denominator,contrast_mode", MULTILABEL_MEMORY_GRID)
-def test_multilabel_memory_keys_match_reference(summation, denominator, contrast_mode):
-    features = _unit_features(6, 2, 5, seed=17)
-    label_sets = _label_sets(6, 4, seed=17)
-    keys = _unit_features(7, 1, 5, seed=18)[:, 0]
-    key_sets = _label_sets(7, 4, seed=19, empty_rows=(1,))
-    key_sets[[2, 5]] = -1  # empty slots
-    options = dict(temperature=0.2, summation=summation, denominator=denominator,
-                   contrast_mode=contrast_mode)
-    got = losses.contrastive_loss(features, label_sets, memory_features=keys,
-                                  memory_labels=key_sets, **options)
-    want = ref.supcon(features, label_sets, memory_features=keys, memory_labels=key_sets,
-                      **options)
-    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
 
 
 @pytest.mark.parametrize("memory_labels,message", [
