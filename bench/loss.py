@@ -5,6 +5,8 @@ and two [2N, 2N] x [2N, d] products backward. This script times those three prod
 floor), a plain TensorFlow matrix formula that builds the full [2N, 2N] masks (the usual way,
 with autodiff), and `contrastive_loss` with its default options and with the options that cost
 more, all in the same process, and prints a markdown table of times and ratios to the floor.
+Two rows give the labels as label sets (multi-label SupCon's Jaccard-weighted path): the same
+classes one-hot, and multi-hot sets of about 3 classes each.
 
 Peak memory is TensorFlow's own allocator peak on the CPU device (`get_memory_info`) above what
 was in use before the call, shown against the [2N, 2N] float32 logits matrix every formulation
@@ -95,11 +97,14 @@ def main():
     z /= np.linalg.norm(z, axis=-1, keepdims=True)
     features = tf.constant(z)
     labels = tf.constant(rng.integers(0, args.classes, size=args.batch))
+    one_hot_sets = tf.one_hot(labels, args.classes)
+    multi_hot_sets = tf.constant(
+        (rng.random((args.batch, args.classes)) < 3.0 / args.classes).astype("float32"))
     tau = args.temperature
 
-    def ours(**options):
+    def ours(label_sets=None, **options):
         return lambda f, y: tf.reduce_mean(losses.contrastive_loss(
-            f, y, temperature=tau, **options))
+            f, y if label_sets is None else label_sets, temperature=tau, **options))
 
     rows = [
         ("matrix-product floor (3 matmuls)", _matmul_floor()),
@@ -117,6 +122,8 @@ def main():
         ("  denominator=only_negatives", _forward_backward(
             ours(denominator="only_negatives"))),
         ("  positives_cap=5", _forward_backward(ours(positives_cap=5))),
+        ("  one-hot label sets", _forward_backward(ours(one_hot_sets))),
+        ("  multi-hot label sets (~3 classes each)", _forward_backward(ours(multi_hot_sets))),
     ]
     anchors = args.batch * args.views
     logits_bytes = anchors * anchors * 4

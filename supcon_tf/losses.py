@@ -21,6 +21,13 @@ and must not receive gradient), and masked entries are excluded with `where` bef
 anchor produces NaN or Inf: an anchor with no positive (a one-view sample whose label is unique in
 the batch) has an undefined loss and contributes 0, as does an anchor whose denominator is empty
 (`denominator="only_negatives"` in a batch with a single label).
+
+Multi-label SupCon. Labels `[batch, num_classes]` with more than one column are label sets
+(multi-hot; one-hot rows are the special case of one label each). A pair's positive weight is
+the Jaccard similarity of the two sets, `w_ij = |y_i & y_j| / |y_i | y_j|` (a sample's own other
+views weigh 1; two empty sets weigh 0), and anchor i's loss is `-sum_j w_ij log p_ij / sum_j w_ij`
+with the usual softmax `p_ij` over every other entry. One-hot rows give weights in {0, 1} and
+so the integer-label loss.
 """
 
 import math
@@ -109,35 +116,116 @@ def class_ids(labels, batch_size=None):
         raise ValueError(
             f"labels must be [batch], [batch, 1] or one-hot [batch, num_classes], got shape "
             f"{shape}: flatten them to one class id per sample.")
-    if shape[0] is not None and batch_size is not None and shape[0] != batch_size:
-        raise ValueError(
-            f"labels have batch size {shape[0]} but features have {batch_size}: pass one label "
-            "per sample (not one per view).")
+    _check_batch_size(shape, batch_size, "label")
     if len(shape) == 2 and shape[1] != 1:
-        value = _concrete(labels)
-        if value is not None:
-            rows_ok = ((value == 0) | (value == 1)).all(axis=1) & (value.sum(axis=1) == 1)
-            if not rows_ok.all():
-                bad = int((~rows_ok).argmax())
-                raise ValueError(
-                    f"labels of shape {shape} are read as one-hot, but row {bad} is "
-                    f"{value[bad].tolist()}: pass int class ids of shape [batch] or exact "
-                    "one-hot rows.")
+        _check_binary_rows(labels, "one-hot", "pass int class ids of shape [batch] or exact "
+                           "one-hot rows.", exactly_one=True)
         return ops.cast(ops.argmax(labels, axis=1), "int32")
     return ops.cast(ops.reshape(labels, (-1,)), "int32")
 
 
+def _check_batch_size(shape, batch_size, what):
+    if shape[0] is not None and batch_size is not None and shape[0] != batch_size:
+        raise ValueError(
+            f"labels have batch size {shape[0]} but features have {batch_size}: pass one {what} "
+            "per sample (not one per view).")
+
+
+def _check_binary_rows(labels, read_as, fix, exactly_one=False):
+    """Raises a ValueError naming the first row of `labels` `[batch, C]` that is not 0 / 1
+    (or, `exactly_one`, not one-hot). Checked only when the values are concrete (eager)."""
+    value = _concrete(labels)
+    if value is None:
+        return
+    rows_ok = ((value == 0) | (value == 1)).all(axis=1)
+    if exactly_one:
+        rows_ok &= value.sum(axis=1) == 1
+    if not rows_ok.all():
+        bad = int((~rows_ok).argmax())
+        raise ValueError(f"labels of shape {tuple(labels.shape)} are read as {read_as}, but row "
+                         f"{bad} is {value[bad].tolist()}: {fix}")
+
+
+def is_multi_hot(labels):
+    """Whether `labels` are label sets `[batch, num_classes > 1]` (multi-hot or one-hot rows).
+
+    Decided by the static shape only, so it is the same eager and traced.
+    """
+    if labels is None:
+        return False
+    shape = tuple(ops.convert_to_tensor(labels).shape)
+    return len(shape) == 2 and shape[1] != 1
+
+
+def multi_hot(labels, batch_size=None):
+    """Validates label sets and returns them as float32 `[batch, num_classes]` of 0 / 1.
+
+    Args:
+        labels: int or float `[batch, num_classes]`, 1 where the sample has the class and 0
+            where not (several ones per row, or none). Targets with an "ignore" value (VOC's -1
+            for difficult-only classes) must be mapped first; `supcon_tf.data.multilabel` maps
+            it to 0 (absent).
+        batch_size: The expected batch size, or None (not checked).
+
+    Returns:
+        float32 `[batch, num_classes]`.
+
+    Raises:
+        ValueError: another rank or batch size, or (when the values are concrete) an entry
+            that is not 0 or 1.
+    """
+    labels = ops.convert_to_tensor(labels)
+    shape = tuple(labels.shape)
+    if len(shape) != 2:
+        raise ValueError(
+            f"multi-hot labels must be [batch, num_classes], got shape {shape}.")
+    _check_batch_size(shape, batch_size, "label set")
+    _check_binary_rows(labels, "multi-hot label sets", "entries must be 0 or 1 (map ignore "
+                       "targets such as VOC's -1 to 0), or pass int class ids of shape [batch].")
+    return ops.cast(labels, "float32")
+
+
+def jaccard_weights(row_sets, column_sets):
+    """Pairwise Jaccard similarities of two lists of label sets.
+
+        w_ij = |y_i & y_j| / |y_i | y_j| = y_i . y_j / (|y_i| + |y_j| - y_i . y_j)
+
+    0 when both sets are empty (no NaN). Counts are exact in float32 below 2**24 classes.
+
+    Args:
+        row_sets: float32 `[rows, num_classes]` of 0 / 1.
+        column_sets: float32 `[cols, num_classes]` of 0 / 1.
+
+    Returns:
+        float32 `[rows, cols]` in [0, 1].
+    """
+    intersection = ops.matmul(row_sets, ops.transpose(column_sets))
+    union = (ops.sum(row_sets, axis=1)[:, None] + ops.sum(column_sets, axis=1)[None, :]
+             - intersection)
+    return ops.divide_no_nan(intersection, union)
+
+
+def _own_sample(local_batch, global_batch, offset):
+    """bool `[local_batch, global_batch]`: True at each local sample's own global index."""
+    return ops.equal(
+        ops.arange(global_batch, dtype="int32")[None, :],
+        ops.arange(local_batch, dtype="int32")[:, None] + offset)
+
+
 def _global_batch(features, labels):
-    """Gathers features and class ids over replicas.
+    """Gathers features and labels (class ids or label sets) over replicas.
 
     Args:
         features: float32 `[local_batch, views, dim]`.
-        labels: int32 `[local_batch]` or None (every sample its own class).
+        labels: int32 `[local_batch]`, float32 multi-hot `[local_batch, num_classes]`, or None
+            (every sample its own class).
 
     Returns:
         `(global_features, local_ids, global_ids, offset)`: float32 `[global_batch, views, dim]`,
-        int32 `[local_batch]` and `[global_batch]` class ids (the global sample index when labels
-        are None, so ids never collide across replicas), and this replica's first global row.
+        the local and global labels (int32 `[local_batch]` / `[global_batch]` class ids -- the
+        global sample index when labels are None, so ids never collide across replicas -- or
+        float32 `[local_batch, num_classes]` / `[global_batch, num_classes]` label sets), and
+        this replica's first global row.
     """
     if labels is None:
         (global_features,), offset = distribute.gather_global(features)
@@ -153,17 +241,19 @@ def _global_batch(features, labels):
 
 
 def _prepare_memory(memory_features, memory_labels, features, labels, positives_cap):
-    """Validates memory keys; returns None or `(keys, key_ids or None, valid)`.
+    """Validates memory keys; returns None or `(keys, key_labels or None, valid)`.
 
     Args:
         memory_features: None or float `[memory, dim]`.
-        memory_labels: int `[memory]`, -1 for empty slots.
+        memory_labels: int `[memory]` class ids, -1 for empty slots; or multi-hot
+            `[memory, num_classes]` label sets, rows of -1 for empty slots.
         features: float32 `[batch, views, dim]`.
-        labels: int32 `[batch]` or None.
+        labels: int32 `[batch]`, float32 multi-hot `[batch, num_classes]`, or None.
         positives_cap: int.
 
     Returns:
-        None, or float32 `[memory, dim]` keys (no gradient), int32 `[memory]` class ids (None
+        None, or float32 `[memory, dim]` keys (no gradient), the keys' labels in the form of
+        `labels` (int32 `[memory]` or float32 `[memory, num_classes]`, empty slots 0; None
         without labels: keys are then only negatives) and bool `[memory]` filled slots.
     """
     if memory_features is None:
@@ -181,8 +271,24 @@ def _prepare_memory(memory_features, memory_labels, features, labels, positives_
     if positives_cap != -1:
         raise ValueError(
             "positives_cap is not supported with a memory queue: use positives_cap=-1.")
-    key_labels = ops.cast(ops.reshape(ops.convert_to_tensor(memory_labels), (-1,)), "int32")
-    valid = key_labels >= 0
+    key_labels = ops.convert_to_tensor(memory_labels)
+    key_sets = is_multi_hot(key_labels)
+    if labels is not None and key_sets != (len(labels.shape) == 2):
+        raise ValueError(
+            f"memory_labels of shape {tuple(key_labels.shape)} do not match labels of shape "
+            f"{tuple(labels.shape)}: a queue of class ids [memory] goes with int labels "
+            "[batch], one of label sets [memory, num_classes] with multi-hot labels.")
+    if key_sets:
+        if labels is not None and key_labels.shape[1] != labels.shape[1]:
+            raise ValueError(
+                f"memory_labels have {key_labels.shape[1]} classes but labels have "
+                f"{labels.shape[1]}: store the same label sets in the queue.")
+        key_labels = ops.cast(key_labels, "float32")
+        valid = ops.all(key_labels >= 0, axis=1)
+        key_labels = ops.where(valid[:, None], key_labels, 0.0)
+    else:
+        key_labels = ops.cast(ops.reshape(key_labels, (-1,)), "int32")
+        valid = key_labels >= 0
     return keys, (key_labels if labels is not None else None), valid
 
 
@@ -366,59 +472,96 @@ def _supcon_default(anchors, global_features, global_ids, self_columns, temperat
     return ops.where(num_positives > 0, loss, 0.0)
 
 
-def _supcon_masked(anchors, contrast, same_class, self_columns, num_views, num_anchor_views,
-                   offset, temperature, summation, denominator, positives_cap, memory=None,
-                   local_ids=None):
-    """Every SupCon variant, with explicit `[anchors, contrast]` masks.
+def _supcon_weighted(anchors, global_features, pair_weights, self_columns, temperature,
+                     memory=None):
+    """L_out with denominator "all" and no cap for weighted positives (multi-label SupCon).
+
+    sum_j w_ij z_i . z_j = z_i . (sum_j w_ij s_j - z_i), with s_j the sum of sample j's views
+    (own sample weight 1, so its sum holds the anchor itself, taken out again): the positive
+    term is one `[local, global] x [global, dim]` product, with no `[anchors, contrast]` mask.
+
+    Args:
+        anchors: float32 `[num_anchors, dim]`, view-major (row `v * local_batch + i`).
+        global_features: float32 `[global_batch, views, dim]`.
+        pair_weights: float32 `[local_batch, global_batch]`, w_ij (1 on the own sample).
+        self_columns: int32 `[num_anchors]`, each anchor's own contrast column.
+        temperature: float.
+        memory: None or `(keys [memory, dim], key_weights [local_batch, memory] or None,
+            valid [memory])`, key weights 0 on empty slots.
+
+    Returns:
+        float32 `[num_anchors]`, unscaled; 0 for an anchor whose weights sum to 0.
+    """
+    num_views = global_features.shape[1]
+    keys, key_weights, valid = memory if memory is not None else (None, None, None)
+    log_denominator = _logsumexp_over_others(
+        anchors, _view_major(global_features), self_columns, temperature, keys, valid)
+    weighted_sums = ops.matmul(pair_weights, ops.sum(global_features, axis=1))  # [local, dim]
+    total_weights = num_views * ops.sum(pair_weights, axis=1)  # [local]
+    if key_weights is not None:
+        weighted_sums = weighted_sums + ops.matmul(key_weights, keys)
+        total_weights = total_weights + ops.sum(key_weights, axis=1)
+    anchor_sample = ops.arange(ops.shape(anchors)[0], dtype="int32") % ops.shape(
+        pair_weights)[0]
+    positives_sum = ops.take(weighted_sums, anchor_sample, axis=0) - anchors
+    # The own view weighs 1 in the total; what is left is sum_j w_ij over j != the anchor.
+    total_weight = ops.take(total_weights, anchor_sample) - 1.0
+    mean_positive_logit = ops.divide_no_nan(
+        ops.sum(anchors * positives_sum, axis=1) / temperature, total_weight)
+    loss = log_denominator - mean_positive_logit
+    return ops.where(total_weight > 0, loss, 0.0)
+
+
+def _supcon_masked(anchors, contrast, pair_weights, self_columns, num_views, num_anchor_views,
+                   offset, temperature, summation, denominator, positives_cap, memory=None):
+    """Every SupCon variant, with explicit `[anchors, contrast]` weights.
+
+    Positives are the pairs of positive weight, each counted with its weight (1 for class ids,
+    the Jaccard similarity for label sets); negatives the pairs of weight 0.
 
     Args:
         anchors: float32 `[num_anchors, dim]`, view-major.
         contrast: float32 `[views * global_batch, dim]`, view-major.
-        same_class: bool `[local_batch, global_batch]`, sample i and global sample j share a
-            class (True on i's own global index).
+        pair_weights: float32 `[local_batch, global_batch]`, the positive weight of local
+            sample i and global sample j (1 on i's own global index; 1 / 0 for class ids).
         self_columns: int32 `[num_anchors]`.
         num_views: int, views per sample in the contrast set.
         num_anchor_views: int, anchor views per sample.
         offset: int32 scalar, this replica's first global sample.
         temperature, summation, denominator, positives_cap: as in `contrastive_loss`.
-        memory: None or `(keys [memory, dim], key_ids [memory] or None, valid [memory])`.
-        local_ids: int32 `[local_batch]` class ids (needed with a labelled memory).
+        memory: None or `(keys [memory, dim], key_weights [local_batch, memory] or None,
+            valid [memory])`; key weights are 0 on empty slots (None: every key a negative).
 
     Returns:
         float32 `[num_anchors]`, unscaled.
     """
-    local_batch, global_batch = ops.shape(same_class)[0], ops.shape(same_class)[1]
-    own_sample = ops.equal(
-        ops.arange(global_batch, dtype="int32")[None, :],
-        ops.arange(local_batch, dtype="int32")[:, None] + offset)  # [local, global]
+    local_batch, global_batch = ops.shape(pair_weights)[0], ops.shape(pair_weights)[1]
+    same_class = pair_weights > 0
     if positives_cap >= 0:
-        # Keep the first positives_cap // num_views other same-class samples in global batch
+        own_sample = _own_sample(local_batch, global_batch, offset)
+        # Keep the first positives_cap // num_views other positive samples in global batch
         # order (deterministic); the rest are neither positives nor negatives.
         others = ops.logical_and(same_class, ops.logical_not(own_sample))
         rank = ops.cumsum(ops.cast(others, "int32"), axis=1)
         kept = ops.logical_and(others, rank <= positives_cap // num_views)
-        kept_class = ops.logical_or(kept, own_sample)
-    else:
-        kept_class = same_class
+        pair_weights = ops.where(ops.logical_or(kept, own_sample), pair_weights, 0.0)
     # [local, global] -> [num_anchor_views * local, views * global] (view-major on both axes).
-    kept_mask = ops.tile(kept_class, (num_anchor_views, num_views))
+    weights = ops.tile(pair_weights, (num_anchor_views, num_views))
     negatives = ops.logical_not(ops.tile(same_class, (num_anchor_views, num_views)))
     not_self = ops.not_equal(
         ops.arange(ops.shape(contrast)[0], dtype="int32")[None, :], self_columns[:, None])
-    positives = ops.logical_and(kept_mask, not_self)
-    if memory is not None:  # Memory keys: positives if same-class, negatives otherwise.
-        keys, key_ids, valid = memory
-        if key_ids is None:
-            same_key = ops.zeros((local_batch, ops.shape(keys)[0]), "bool")
-        else:
-            same_key = ops.logical_and(ops.equal(local_ids[:, None], key_ids[None, :]),
-                                       valid[None, :])
-        other_key = ops.logical_and(ops.logical_not(same_key), valid[None, :])
-        positives = ops.concatenate(
-            [positives, ops.tile(same_key, (num_anchor_views, 1))], axis=1)
+    weights = ops.where(not_self, weights, 0.0)
+    if memory is not None:  # Memory keys: positives by their weight, negatives at weight 0.
+        keys, key_weights, valid = memory
+        if key_weights is None:
+            key_weights = ops.zeros((local_batch, ops.shape(keys)[0]), "float32")
+        other_key = ops.logical_and(ops.equal(key_weights, 0.0), valid[None, :])
+        weights = ops.concatenate(
+            [weights, ops.tile(key_weights, (num_anchor_views, 1))], axis=1)
         negatives = ops.concatenate(
             [negatives, ops.tile(other_key, (num_anchor_views, 1))], axis=1)
         contrast = ops.concatenate([contrast, keys], axis=0)
+    positives = weights > 0
 
     logits = ops.matmul(anchors, ops.transpose(contrast)) / temperature
     negatives_lse, has_negatives = _masked_logsumexp(logits, negatives)
@@ -436,14 +579,16 @@ def _supcon_masked(anchors, contrast, same_class, self_columns, num_views, num_a
         has_denominator = ops.any(positives, axis=1)
     log_prob = logits - log_denominator  # [num_anchors, contrast]
 
-    num_positives = ops.sum(ops.cast(positives, "float32"), axis=1)
-    if summation == "outside":  # Eq. 2: mean of the log-probabilities.
+    # Weights of 1 (class ids) make these the plain count, sum and mean of the positives.
+    total_weight = ops.sum(weights, axis=1)
+    if summation == "outside":  # Eq. 2: (weighted) mean of the log-probabilities.
         loss = -ops.divide_no_nan(
-            ops.sum(ops.where(positives, log_prob, 0.0), axis=1), num_positives)
-    elif summation == "inside":  # Eq. 3: log of the mean probability.
-        positives_lse, _ = _masked_logsumexp(log_prob, positives)
-        loss = ops.log(ops.maximum(num_positives, 1.0)) - positives_lse
-    valid = ops.logical_and(num_positives > 0, has_denominator)
+            ops.sum(ops.where(positives, weights * log_prob, 0.0), axis=1), total_weight)
+    elif summation == "inside":  # Eq. 3: log of the (weighted) mean probability.
+        log_weights = ops.log(ops.where(positives, weights, 1.0))
+        positives_lse, _ = _masked_logsumexp(log_prob + log_weights, positives)
+        loss = ops.log(ops.where(total_weight > 0, total_weight, 1.0)) - positives_lse
+    valid = ops.logical_and(total_weight > 0, has_denominator)
     return ops.where(valid, loss, 0.0)
 
 
@@ -462,6 +607,20 @@ def contrastive_loss(features, labels=None, *, temperature=0.1, contrast_mode="a
     negatives only ("only_negatives"), or for each positive p its own term plus the negatives
     ("one_positive"). With labels None every sample is its own class and this is SimCLR's NT-Xent.
 
+    Multi-label SupCon: with label sets (multi-hot `[batch, num_classes]`) every other entry j
+    of A(i) has a positive weight, the Jaccard similarity of the two samples' sets
+    `w_ij = |y_i & y_j| / |y_i | y_j|` (1 for i's own other views; 0 between two empty sets),
+    and "outside" becomes
+
+        L_i = -sum_{j in A(i)} w_ij log( exp(z_i.z_j/tau) / sum_{a in A(i)} exp(z_i.z_a/tau) )
+              / sum_{j in A(i)} w_ij
+
+    ("inside": `-log(sum_j w_ij p_ij / sum_j w_ij)`), with the same temperature rescaling. The
+    positives are the entries of weight > 0 and the negatives those of weight 0 (no shared
+    label), which is what "one_positive", "only_negatives" and the cap count. One-hot rows
+    give weights in {0, 1}: the int-label loss. An empty label set shares nothing, so its
+    only positives are its own other views.
+
     The default options (outside, all, no cap) never build an `[anchors, contrast]` mask (per-class
     sums of the positives and one log-sum-exp with a hand-written gradient); the other options
     use explicit masks and cost more (see bench/loss.py).
@@ -475,34 +634,39 @@ def contrastive_loss(features, labels=None, *, temperature=0.1, contrast_mode="a
             float dtype; used as given, so L2-normalise them first (the projection head does).
             Unnormalised features make the logits unbounded and the temperature meaningless.
         labels: None (SimCLR: each sample its own class), int `[batch]` or `[batch, 1]`, or
-            one-hot `[batch, num_classes]`.
+            label sets `[batch, num_classes]` of 0 / 1 (multi-hot; one-hot rows included).
         temperature: float tau > 0.
         contrast_mode: "all_views" (every view is an anchor) or "one_view" (view 0 only; the
             contrast set still holds every view).
         summation: "outside" (L_out, Eq. 2) or "inside" (L_in, Eq. 3).
         denominator: "all", "one_positive" or "only_negatives".
         positives_cap: at most this many positives per anchor besides its own other views: the
-            first `positives_cap // views` other same-class samples in global batch order, each
-            with all its views; the removed ones leave the denominator too. -1: no cap.
+            first `positives_cap // views` other same-class samples (label sets: samples of
+            weight > 0, keeping their weights) in global batch order, each with all its views;
+            the removed ones leave the denominator too. -1: no cap.
         scale_by_temperature: multiply the loss by tau (the paper's rescaling, which keeps the
             gradient scale independent of tau). There is no other hidden base temperature.
         memory_features: Optional float `[memory, dim]` keys from a memory queue (MoCo-style,
             the rebuttal's memory variant), L2-normalised. They join every anchor's contrast
             set and receive no gradient; with labels, same-class keys are positives.
         memory_labels: int `[memory]` class ids of the keys, -1 for an empty slot (left out
-            entirely). Required with `memory_features`; without labels only "-1 = empty" is
-            read and every filled key is a negative.
+            entirely); with label sets, `[memory, num_classes]` sets, a row of -1 for an empty
+            slot, each key weighted by its Jaccard similarity to the anchor. Required with
+            `memory_features`; without labels only "-1 = empty" is read and every filled key
+            is a negative.
 
     Returns:
         float32 `[batch]`: each sample's loss averaged over its anchor views. An anchor with no
-        positive (a one-view sample alone in its class), or with an empty denominator
-        ("only_negatives" in a single-class batch), contributes 0.
+        positive (a one-view sample alone in its class, or whose label set shares no label
+        with any other entry), or with an empty denominator ("only_negatives" in a
+        single-class batch), contributes 0.
 
     Raises:
         ValueError: features without a views axis; labels of another batch size, of rank > 2,
-            or one-hot rows that are not one-hot; an unknown mode; temperature <= 0;
+            or label-set entries other than 0 / 1; an unknown mode; temperature <= 0;
             positives_cap < -1; one view without labels (no positive can exist); memory keys
-            of another dim, without labels, or with a positives cap.
+            of another dim, without labels, with a positives cap, or whose labels are not of
+            the labels' form.
     """
     _check_choice("contrast_mode", contrast_mode, CONTRAST_MODES)
     _check_choice("summation", summation, SUMMATIONS)
@@ -512,7 +676,11 @@ def contrastive_loss(features, labels=None, *, temperature=0.1, contrast_mode="a
         raise ValueError(
             f"positives_cap must be an int >= -1 (-1 = no cap), got {positives_cap!r}.")
     features, num_views = _prepare_features(features)
-    labels = class_ids(labels, features.shape[0])
+    label_sets = is_multi_hot(labels)
+    if label_sets:
+        labels = multi_hot(labels, features.shape[0])
+    else:
+        labels = class_ids(labels, features.shape[0])
     if num_views == 1 and labels is None:
         raise ValueError(
             "features have one view and labels are None, so no anchor has a positive: pass "
@@ -522,19 +690,40 @@ def contrastive_loss(features, labels=None, *, temperature=0.1, contrast_mode="a
     global_features, local_ids, global_ids, offset = _global_batch(features, labels)
     num_anchor_views = num_views if contrast_mode == "all_views" else 1
     local_batch = ops.shape(features)[0]
+    global_batch = ops.shape(global_features)[0]
     anchors = _view_major(features[:, :num_anchor_views])
-    self_columns = _self_columns(
-        num_anchor_views * local_batch, local_batch, ops.shape(global_features)[0], offset)
+    self_columns = _self_columns(num_anchor_views * local_batch, local_batch, global_batch, offset)
+    default = summation == "outside" and denominator == "all" and positives_cap == -1
 
-    if summation == "outside" and denominator == "all" and positives_cap == -1:
+    if default and not label_sets:
         loss = _supcon_default(
             anchors, global_features, global_ids, self_columns, temperature, memory)
     else:
-        same_class = ops.equal(local_ids[:, None], global_ids[None, :])
-        loss = _supcon_masked(
-            anchors, _view_major(global_features), same_class, self_columns, num_views,
-            num_anchor_views, offset, temperature, summation, denominator, positives_cap,
-            memory, local_ids)
+        # [local, global] positive weights: Jaccard similarities of label sets (the own sample
+        # 1, even for an empty set), or 1 / 0 for the same / another class id.
+        if label_sets:
+            pair_weights = ops.where(_own_sample(local_batch, global_batch, offset), 1.0,
+                                     jaccard_weights(local_ids, global_ids))
+        else:
+            pair_weights = ops.cast(ops.equal(local_ids[:, None], global_ids[None, :]),
+                                    "float32")
+        if memory is not None:  # [local, memory] key weights, 0 on empty slots.
+            keys, key_labels, valid = memory
+            key_weights = None
+            if key_labels is not None:
+                key_weights = (jaccard_weights(local_ids, key_labels) if label_sets else
+                               ops.cast(ops.equal(local_ids[:, None], key_labels[None, :]),
+                                        "float32"))
+                key_weights = ops.where(valid[None, :], key_weights, 0.0)
+            memory = (keys, key_weights, valid)
+        if default:
+            loss = _supcon_weighted(
+                anchors, global_features, pair_weights, self_columns, temperature, memory)
+        else:
+            loss = _supcon_masked(
+                anchors, _view_major(global_features), pair_weights, self_columns, num_views,
+                num_anchor_views, offset, temperature, summation, denominator, positives_cap,
+                memory)
     if scale_by_temperature:
         loss = loss * temperature
     # [num_anchor_views * batch] -> [num_anchor_views, batch] -> mean over anchor views.
@@ -837,7 +1026,8 @@ class SupConLoss(_BatchLoss):
         reduction, name, dtype: as in `keras.losses.Loss`.
 
     Call args:
-        y_true: labels, None / int `[batch]` / one-hot `[batch, num_classes]`.
+        y_true: labels, None / int `[batch]` / one-hot or multi-hot label sets
+            `[batch, num_classes]` (multi-label SupCon).
         y_pred: float `[batch, views, dim]`, L2-normalised.
     """
 

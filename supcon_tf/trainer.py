@@ -11,6 +11,13 @@ before anything is written:
         run_dir.prepare_model_dir(model_dir, config, action)          # the first write
         results = train(run, model_dir)
 
+Multi-label sources (`multilabel.MULTILABEL_SOURCES`: "voc/2007", "coco/2017", ...) train on
+multi-hot label sets (`multilabel.load_label_sets`) with `SupConModel(multi_label=True)`:
+Jaccard-weighted SupCon, or SimCLR. The online probe and the kNN monitor (with its t-SNE) are
+off for them: both score top-1 accuracy of one class per image, which label sets do not have;
+evaluate such encoders with `supcon_tf.transfer` (VOC2007 11-point mAP). Losses that need one
+class per sample are refused.
+
 `load_pretrained(model_dir)` rebuilds the model from `config.json` and `run_facts.json` and
 restores a checkpoint (linear evaluation and fine-tuning from checkpoints).
 
@@ -81,7 +88,13 @@ def augment_options(config):
 
 def _training_source(config):
     """(the source for `make_dataset`, its `tf.data.Dataset`, skipped unreadable images)."""
+    from supcon_tf.data import multilabel
     from supcon_tf.data import sources
+
+    if multilabel.is_multilabel(config.dataset):
+        dataset = multilabel.load_label_sets(config.dataset, config.split, config.data_dir,
+                                             manual_dir=config.manual_dir)
+        return config.dataset, dataset, ()
 
     if config.skip_unreadable_images and config.dataset.startswith(sources.FOLDER_PREFIX):
         folder = sources.folder_source(config.dataset[len(sources.FOLDER_PREFIX):],
@@ -111,9 +124,11 @@ def resolve_eval_split(config):
     Raises:
         ValueError: an explicit `config.eval_split` that the source does not have.
     """
+    from supcon_tf.data import multilabel
     from supcon_tf.data import sources
 
-    if not config.monitor_examples:
+    # The kNN monitor scores top-1 of one class per image: off for label sets.
+    if not config.monitor_examples or multilabel.is_multilabel(config.dataset):
         return None
     candidates = (config.eval_split,) if config.eval_split else config_lib.EVAL_SPLITS
     for split in candidates:
@@ -171,11 +186,20 @@ def build_run(config, strategy=None, *, channels=None):
     from supcon_tf import optimizers
     from supcon_tf import schedules
     from supcon_tf.data import augment
+    from supcon_tf.data import multilabel
     from supcon_tf.data import sources
     from supcon_tf.models import resnet
     from supcon_tf.models import supcon_model
 
     config.validate()
+    multi_label = multilabel.is_multilabel(config.dataset)
+    if multi_label and config.loss not in supcon_model.MULTI_LABEL_LOSSES:
+        raise ValueError(f"--loss={config.loss} needs one class per image, but "
+                         f"{config.dataset!r} has label sets: use --loss=supcon "
+                         "(Jaccard-weighted positives) or --loss=simclr.")
+    if multi_label and config.samples_per_class:
+        raise ValueError(f"--samples_per_class needs one class per image, but "
+                         f"{config.dataset!r} has label sets: leave --samples_per_class unset.")
     augment.build_augmenter(config.augmentation, config.image_size, **augment_options(config))
     eval_split = None
     train_source, skipped = config.dataset, ()
@@ -188,7 +212,9 @@ def build_run(config, strategy=None, *, channels=None):
     if config.batch_size > count:
         raise ValueError(f"--batch_size {config.batch_size} exceeds the {count} training "
                          f"examples of {config.dataset!r}.")
-    num_classes = config.num_classes or sources.num_classes(config.dataset, config.data_dir)
+    num_classes = config.num_classes or (
+        multilabel.num_classes(config.dataset) if multi_label
+        else sources.num_classes(config.dataset, config.data_dir))
     if config.loss not in config_lib.UNSUPERVISED_LOSSES and num_classes < 2:
         raise ValueError(f"--loss={config.loss} needs labels of at least 2 classes, but "
                          f"{config.dataset!r} has {num_classes}: every sample would be a "
@@ -234,7 +260,7 @@ def build_run(config, strategy=None, *, channels=None):
             temperature=config.temperature, label_smoothing=config.label_smoothing,
             probe=config.probe, sync_batch_norm=config.sync_batch_norm,
             memory_size=config.memory_size, memory_momentum=config.memory_momentum,
-            gradient_chunks=config.gradient_chunks)
+            gradient_chunks=config.gradient_chunks, multi_label=multi_label)
         optimizer = optimizers.build_optimizer(
             config.optimizer, schedule, config.weight_decay, momentum=config.momentum, stage=1,
             exclude_from_weight_decay=list(config.weight_decay_exclusions) or None)

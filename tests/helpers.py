@@ -11,7 +11,8 @@ independently of the library), `chance_accuracy` (the baseline accuracy threshol
 against), `naive_rankings` and `naive_retrieval_metrics` (retrieval by a plain loop over queries).
 `run_main_cases` runs a binary's `main` once per argv in one fresh process (optionally inside a
 context manager of this module, e.g. `mock_retrieval_benchmarks`: TFDS's CUB, Cars196 and SOP
-mocked with `mock_benchmark_split`'s digits).
+mocked with `mock_benchmark_split`'s digits; `mock_multilabel_sources`: VOC2007 and COCO mocked
+with random examples).
 """
 
 import os
@@ -329,11 +330,7 @@ def mock_retrieval_benchmarks():
     """A context manager: TFDS caltech_birds2011, cars196 and stanford_online_products are
     "prepared" and serve `mock_benchmark_split` (`tfds.testing.mock_data`; the rest of TFDS,
     the metadata and the library's reading code are the real ones)."""
-    import contextlib
-    from unittest import mock
-
     import tensorflow as tf
-    import tensorflow_datasets as tfds
 
     def as_dataset(builder, split, **kwargs):
         label_key, _ = MOCK_BENCHMARKS[builder.name]
@@ -343,8 +340,19 @@ def mock_retrieval_benchmarks():
             output_signature={"image": tf.TensorSpec((None, None, 3), tf.uint8),
                               label_key: tf.TensorSpec((), tf.int64)})
 
+    return _mock_prepared_tfds(as_dataset_fn=as_dataset)
+
+
+def _mock_prepared_tfds(**mock_options):
+    """A context manager: every TFDS builder is "prepared" and serves
+    `tfds.testing.mock_data(**mock_options)`."""
+    import contextlib
+    from unittest import mock
+
+    import tensorflow_datasets as tfds
+
     stack = contextlib.ExitStack()
-    stack.enter_context(tfds.testing.mock_data(as_dataset_fn=as_dataset))
+    stack.enter_context(tfds.testing.mock_data(**mock_options))
     stack.enter_context(mock.patch(
         "tensorflow_datasets.core.dataset_builder.DatasetBuilder.is_prepared",
         return_value=True))
@@ -356,3 +364,11 @@ def pretrain_config(**overrides):
     from supcon_tf import config as config_lib
 
     return config_lib.PretrainConfig(train_steps=4, **overrides)
+
+
+def mock_multilabel_sources():
+    """A context manager: TFDS voc/2007 and coco/2017 (every TFDS dataset) are "prepared" and
+    serve 48 random examples per split drawn by `tfds.testing.mock_data` from the datasets' real
+    feature specs (random images, object labels and difficult flags); the library's reading
+    code is the real one."""
+    return _mock_prepared_tfds(num_examples=48)

@@ -35,6 +35,13 @@ def _labels(batch, num_classes, seed=1):
     return np.random.default_rng(seed).integers(0, num_classes, size=batch)
 
 
+def _label_sets(batch, num_classes, seed=2, empty_rows=(0,)):
+    """Random 0/1 label sets `[batch, num_classes]`, rows `empty_rows` all zero."""
+    sets = (np.random.default_rng(seed).random((batch, num_classes)) < 0.4).astype("int64")
+    sets[list(empty_rows)] = 0
+    return sets
+
+
 # ------------------------------------------------------------------------------------------
 # contrastive_loss against the naive reference.
 # ------------------------------------------------------------------------------------------
@@ -47,13 +54,16 @@ OPTION_GRID = list(itertools.product(
 @pytest.mark.parametrize("summation,denominator,positives_cap,contrast_mode", OPTION_GRID,
                          ids=["-".join(map(str, o)) for o in OPTION_GRID])
 # One view without labels has no positive at all: an error, tested with the bad inputs.
-@pytest.mark.parametrize("views,with_labels", [
-    (1, True), (2, True), (3, True), (4, True), (2, False), (3, False), (4, False)])
+# "sets": multi-hot label sets (multi-label SupCon, Jaccard weights), one of them empty.
+@pytest.mark.parametrize("views,labels_kind", [
+    (1, "ids"), (2, "ids"), (3, "ids"), (4, "ids"), (2, None), (3, None), (4, None),
+    (1, "sets"), (2, "sets"), (3, "sets")])
 def test_contrastive_loss_matches_reference(summation, denominator, positives_cap,
-                                            contrast_mode, views, with_labels):
+                                            contrast_mode, views, labels_kind):
     batch = 7
     features = _unit_features(batch, views, 5, seed=views)
-    labels = _labels(batch, 3, seed=views) if with_labels else None
+    labels = {"ids": _labels(batch, 3, seed=views), None: None,
+              "sets": _label_sets(batch, 4, seed=views)}[labels_kind]
     options = dict(temperature=0.3, contrast_mode=contrast_mode, summation=summation,
                    denominator=denominator, positives_cap=positives_cap)
     got = losses.contrastive_loss(features, labels, **options)
@@ -142,15 +152,24 @@ def test_simclr_formulation_is_twice_the_mean_nt_xent():
 
 MEMORY_GRID = list(itertools.product(
     ("outside", "inside"), ("all", "one_positive", "only_negatives"), ("all_views", "one_view"),
-    (True, False)))
+    ("ids", None, "sets")))
 
 
-@pytest.mark.parametrize("summation,denominator,contrast_mode,with_labels", MEMORY_GRID)
-def test_memory_keys_match_reference(summation, denominator, contrast_mode, with_labels):
+def _memory_labels(labels_kind):
+    """Labels of 6 samples and of 9 memory keys (-1 / rows of -1: empty slots, left out)."""
+    if labels_kind != "sets":
+        return (_labels(6, 3, seed=7) if labels_kind else None,
+                np.array([0, 1, 2, -1, 0, 2, -1, 1, 0]))
+    key_sets = _label_sets(9, 4, seed=19, empty_rows=(1,))
+    key_sets[[3, 6]] = -1
+    return _label_sets(6, 4, seed=17), key_sets
+
+
+@pytest.mark.parametrize("summation,denominator,contrast_mode,labels_kind", MEMORY_GRID)
+def test_memory_keys_match_reference(summation, denominator, contrast_mode, labels_kind):
     features = _unit_features(6, 2, 5, seed=7)
-    labels = _labels(6, 3, seed=7) if with_labels else None
+    labels, key_labels = _memory_labels(labels_kind)
     keys = _unit_features(9, 1, 5, seed=8)[:, 0]
-    key_labels = np.array([0, 1, 2, -1, 0, 2, -1, 1, 0])  # -1: empty slots, left out.
     options = dict(temperature=0.2, summation=summation, denominator=denominator,
                    contrast_mode=contrast_mode)
     got = losses.contrastive_loss(features, labels, memory_features=keys,
@@ -256,9 +275,11 @@ def _gradient(fn, features):
 @pytest.mark.parametrize("summation,denominator,positives_cap", [
     ("outside", "all", -1), ("inside", "all", -1), ("outside", "one_positive", 2),
     ("inside", "only_negatives", -1)])
-def test_gradient_matches_finite_differences(summation, denominator, positives_cap):
+@pytest.mark.parametrize("labels", [
+    np.array([0, 1, 0, 1, 1]), np.array([[1, 1, 0], [0, 1, 0], [1, 0, 1], [0, 0, 0], [0, 1, 1]])],
+    ids=["ids", "sets"])
+def test_gradient_matches_finite_differences(summation, denominator, positives_cap, labels):
     features = _unit_features(5, 2, 3, seed=3, dtype="float64")
-    labels = np.array([0, 1, 0, 1, 1])
     options = dict(temperature=0.5, summation=summation, denominator=denominator,
                    positives_cap=positives_cap)
     weights = np.random.default_rng(4).normal(size=5)
@@ -351,13 +372,131 @@ def test_no_nan_or_inf_in_loss_or_gradient(dtype, case, denominator):
             rtol=1e-4, atol=1e-6)
 
 
-def test_traced_and_xla_compiled_match_eager():
+@pytest.mark.parametrize("labels", [_labels(8, 3), _label_sets(8, 4)], ids=["ids", "sets"])
+def test_traced_and_xla_compiled_match_eager(labels):
     features = tf.constant(_unit_features(8, 2, 6))
-    labels = tf.constant(_labels(8, 3))
+    labels = tf.constant(labels)
     eager = losses.contrastive_loss(features, labels)
     for jit in (False, True):
         fn = tf.function(lambda f, y: losses.contrastive_loss(f, y), jit_compile=jit)
         np.testing.assert_allclose(fn(features, labels), eager, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------
+# Multi-label SupCon: Jaccard-weighted positives for label sets.
+# ------------------------------------------------------------------------------------------
+
+
+@hypothesis.settings(max_examples=25, deadline=None)
+@hypothesis.given(
+    batch=st.integers(2, 8), views=st.integers(1, 3), num_classes=st.integers(2, 6),
+    density=st.sampled_from([0.1, 0.4, 0.8]), temperature=st.sampled_from([0.05, 0.1, 1.0]),
+    seed=st.integers(0, 10_000), scale=st.booleans())
+def test_multilabel_default_matches_reference_on_random_batches(
+        batch, views, num_classes, density, temperature, seed, scale):
+    features = _unit_features(batch, views, 4, seed=seed)
+    label_sets = (np.random.default_rng(seed + 1).random((batch, num_classes))
+                  < density).astype("float32")
+    got = losses.contrastive_loss(
+        features, label_sets, temperature=temperature, scale_by_temperature=scale)
+    want = ref.supcon(
+        features, label_sets, temperature=temperature, scale_by_temperature=scale)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_multilabel_closed_form_on_three_samples():
+    # One view, tau = 1. z0 = (1, 0), z1 = (0, 1), z2 = (-1, 0); label sets {a, b}, {a},
+    # {b, c}: w01 = 1/2, w02 = 1/3, w12 = 0. Logits z0.z1 = 0, z0.z2 = -1, z1.z2 = 0.
+    # Anchor 0: p01 = 1/(1 + 1/e), p02 = (1/e)/(1 + 1/e), so
+    #   L0 = -(1/2 log p01 + 1/3 log p02) / (5/6) = log(1 + 1/e) + 2/5.
+    # Anchor 1: its one positive 0 has p10 = 1/2 (equal logits): L1 = log 2.
+    # Anchor 2: its one positive 0 has p20 = e^-1 / (e^-1 + 1): L2 = log(1 + e).
+    features = np.array([[[1.0, 0.0]], [[0.0, 1.0]], [[-1.0, 0.0]]], "float32")
+    label_sets = np.array([[1, 1, 0], [1, 0, 0], [0, 1, 1]])
+    want = [math.log(1 + 1 / math.e) + 0.4, math.log(2.0), math.log(1 + math.e)]
+    np.testing.assert_allclose(
+        losses.contrastive_loss(features, label_sets, temperature=1.0), want, rtol=1e-6)
+    # The masked path (summation "outside" via a cap that keeps everything) agrees.
+    np.testing.assert_allclose(losses.contrastive_loss(
+        features, label_sets, temperature=1.0, positives_cap=10), want, rtol=1e-6)
+
+
+# (options, whether they take the masked path)
+ONE_HOT_OPTIONS = [
+    (dict(), False), (dict(temperature=0.05, scale_by_temperature=False), False),
+    (dict(summation="inside"), True), (dict(denominator="one_positive", positives_cap=2), True),
+    (dict(denominator="only_negatives", contrast_mode="one_view"), True)]
+
+
+@pytest.mark.parametrize("options,masked", ONE_HOT_OPTIONS, ids=lambda o: str(o))
+@pytest.mark.parametrize("views", [1, 2, 3])
+def test_one_hot_label_sets_equal_int_labels(options, masked, views):
+    features = _unit_features(9, views, 6, seed=views)
+    labels = _labels(9, 4, seed=views)
+    got = losses.contrastive_loss(features, np.eye(4)[labels], **options)
+    want = losses.contrastive_loss(features, labels, **options)
+    # Weights of exactly 1 / 0: the default path sums positives by a matrix product instead
+    # of per-class sums (float32 rounding); the masked paths give the same bits.
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    if masked:
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("summation", ["outside", "inside"])
+@pytest.mark.parametrize("contrast_mode", ["all_views", "one_view"])
+def test_one_hot_label_sets_equal_int_labels_with_a_memory_queue(summation, contrast_mode):
+    features = _unit_features(6, 2, 5, seed=7)
+    labels = _labels(6, 3, seed=7)
+    keys = _unit_features(9, 1, 5, seed=8)[:, 0]
+    key_labels = np.array([0, 1, 2, -1, 0, 2, -1, 1, 0])
+    key_sets = np.where(key_labels[:, None] >= 0, np.eye(3)[key_labels], -1)  # -1 rows: empty
+    options = dict(temperature=0.2, summation=summation, contrast_mode=contrast_mode)
+    got = losses.contrastive_loss(features, np.eye(3)[labels], memory_features=keys,
+                                  memory_labels=key_sets, **options)
+    want = losses.contrastive_loss(features, labels, memory_features=keys,
+                                   memory_labels=key_labels, **options)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("memory_labels,message", [
+    (np.zeros(3, int), r"do not match labels of shape \(4, 3\)"),
+    (np.zeros((3, 5), int), r"memory_labels have 5 classes but labels have 3"),
+])
+def test_multilabel_memory_labels_of_another_form_raise(memory_labels, message):
+    with pytest.raises(ValueError, match=message):
+        losses.contrastive_loss(_unit_features(4, 2, 8), np.eye(3)[[0, 1, 2, 0]],
+                                memory_features=np.zeros((3, 8), "float32"),
+                                memory_labels=memory_labels)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+@pytest.mark.parametrize("temperature", [0.01, 0.1])
+@pytest.mark.parametrize("options", [dict(), dict(summation="inside"),
+                                     dict(denominator="only_negatives")],
+                         ids=["default", "inside", "only_negatives"])
+def test_multilabel_empty_sets_give_no_nan(dtype, temperature, options):
+    # Rows 0 and 1 are empty (they share nothing, not even with each other); with one view
+    # they have no positive at all and contribute exactly 0.
+    label_sets = _label_sets(8, 5, seed=3, empty_rows=(0, 1))
+    for views in (1, 2):
+        features = _unit_features(8, views, 8, seed=views)
+        x = tf.cast(tf.constant(features), dtype)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = losses.contrastive_loss(x, label_sets, temperature=temperature, **options)
+            total = tf.reduce_sum(loss)
+        grad = tape.gradient(total, x)
+        assert loss.dtype == tf.float32
+        assert np.all(np.isfinite(loss.numpy()))
+        assert np.all(np.isfinite(tf.cast(grad, tf.float32).numpy()))
+        if views == 1:
+            np.testing.assert_array_equal(loss.numpy()[:2], 0.0)
+        want = ref.supcon(tf.cast(x, tf.float32).numpy(), label_sets,
+                          temperature=temperature, **options)
+        np.testing.assert_allclose(loss, want, rtol=1e-4, atol=1e-5)
+    everything_empty = np.zeros((8, 5))
+    np.testing.assert_array_equal(losses.contrastive_loss(
+        features[:, :1], everything_empty, temperature=temperature), 0.0)
 
 
 # ------------------------------------------------------------------------------------------
@@ -369,8 +508,9 @@ def test_traced_and_xla_compiled_match_eager():
     (dict(features=np.zeros((4, 8), "float32")), r"\[batch, num_views, dim\].*views axis"),
     (dict(labels=np.zeros(5, int)), r"labels have batch size 5 but features have 4"),
     (dict(labels=np.zeros((4, 2, 1), int)), r"labels must be \[batch\]"),
-    (dict(labels=np.array([[1, 1], [0, 1], [1, 0], [0, 1]])), r"row 0 is \[1, 1\]"),
-    (dict(labels=np.array([[0.5, 0.5], [0, 1], [1, 0], [0, 1]])), r"one-hot"),
+    (dict(labels=np.array([[1, 2], [0, 1], [1, 0], [0, 1]])), r"row 0 is \[1, 2\]"),
+    (dict(labels=np.array([[0.5, 0.5], [0, 1], [1, 0], [0, 1]])), r"multi-hot label sets"),
+    (dict(labels=np.array([[1, 0], [-1, 1], [1, 0], [0, 1]])), r"map ignore targets"),
     (dict(contrast_mode="two_views"), r"Unknown contrast_mode 'two_views'; use one of"),
     (dict(summation="middle"), r"Unknown summation 'middle'"),
     (dict(denominator="some"), r"Unknown denominator 'some'"),
@@ -551,6 +691,25 @@ def two_replicas(two_cpu_strategy):
     return two_cpu_strategy
 
 
+def _two_replica_losses_and_gradients(strategy, fn, features, labels):
+    """Per-sample losses and feature gradients of `fn` with the batch split over 2 replicas."""
+    half = features.shape[0] // 2
+
+    def shard(context):
+        start = context.replica_id_in_sync_group * half
+        return features[start:start + half], labels[start:start + half]
+
+    sharded = strategy.experimental_distribute_values_from_function(shard)
+
+    @tf.function
+    def step(shards):
+        return strategy.run(lambda xy: _losses_and_gradients(fn, *xy), args=(shards,))
+
+    loss, grad = step(sharded)
+    return (tf.concat(strategy.experimental_local_results(loss), 0),
+            tf.concat(strategy.experimental_local_results(grad), 0))
+
+
 @pytest.mark.parametrize("name", sorted(DISTRIBUTED_LOSSES))
 def test_two_replicas_equal_one_device(two_replicas, name):
     fn = DISTRIBUTED_LOSSES[name]
@@ -560,20 +719,7 @@ def test_two_replicas_equal_one_device(two_replicas, name):
     half = batch // 2
 
     single_loss, single_grad = _losses_and_gradients(fn, features, labels)
-
-    def shard(context):
-        start = context.replica_id_in_sync_group * half
-        return features[start:start + half], labels[start:start + half]
-
-    sharded = two_replicas.experimental_distribute_values_from_function(shard)
-
-    @tf.function
-    def step(shards):
-        return two_replicas.run(lambda xy: _losses_and_gradients(fn, *xy), args=(shards,))
-
-    loss, grad = step(sharded)
-    loss = tf.concat(two_replicas.experimental_local_results(loss), 0)
-    grad = tf.concat(two_replicas.experimental_local_results(grad), 0)
+    loss, grad = _two_replica_losses_and_gradients(two_replicas, fn, features, labels)
     np.testing.assert_allclose(loss, single_loss, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(grad, single_grad, rtol=1e-5, atol=1e-5)
 
@@ -582,6 +728,47 @@ def test_two_replicas_equal_one_device(two_replicas, name):
               for s in (0, half)]
     independent = tf.concat([h[0] for h in halves], 0)
     assert not np.allclose(independent, single_loss, rtol=1e-3)
+
+
+MULTILABEL_MEMORY = dict(
+    memory_features=_unit_features(5, 1, 6, seed=11)[:, 0],
+    memory_labels=np.array([[1, 0, 1], [0, 1, 0], [-1, -1, -1], [0, 0, 0], [1, 1, 0]]))
+DISTRIBUTED_MULTILABEL_OPTIONS = {
+    "default": {},
+    "capped_inside": dict(summation="inside", positives_cap=2, denominator="one_positive"),
+    "memory": MULTILABEL_MEMORY,
+    "memory_masked": dict(summation="inside", **MULTILABEL_MEMORY),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DISTRIBUTED_MULTILABEL_OPTIONS))
+def test_multilabel_two_replicas_equal_one_device(two_replicas, name):
+    options = DISTRIBUTED_MULTILABEL_OPTIONS[name]
+
+    def fn(features, label_sets):
+        return losses.contrastive_loss(features, label_sets, **options)
+
+    features = tf.constant(_unit_features(8, 2, 6))
+    label_sets = tf.constant(_label_sets(8, 3, seed=5, empty_rows=(2,)), tf.float32)
+    single_loss, single_grad = _losses_and_gradients(fn, features, label_sets)
+    loss, grad = _two_replica_losses_and_gradients(two_replicas, fn, features, label_sets)
+    np.testing.assert_allclose(loss, single_loss, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grad, single_grad, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(single_loss, ref.supcon(
+        features.numpy(), label_sets.numpy(), **options), rtol=2e-5, atol=2e-6)
+
+
+def test_one_hot_label_sets_equal_int_labels_on_two_replicas(two_replicas):
+    features = tf.constant(_unit_features(8, 2, 6))
+    labels = np.array([0, 1, 2, 0, 1, 0, 2, 1])
+    for name in ("supcon", "supcon_capped_inside"):
+        fn = DISTRIBUTED_LOSSES[name]
+        int_loss, int_grad = _two_replica_losses_and_gradients(
+            two_replicas, fn, features, tf.constant(labels))
+        set_loss, set_grad = _two_replica_losses_and_gradients(
+            two_replicas, fn, features, tf.constant(np.eye(3, dtype="float32")[labels]))
+        np.testing.assert_allclose(set_loss, int_loss, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(set_grad, int_grad, rtol=1e-5, atol=1e-6)
 
 
 def test_supcon_keras_loss_under_two_replicas_gives_the_global_mean_gradient(two_replicas):
@@ -640,6 +827,11 @@ for s, d, cap, mode in itertools.product(("outside", "inside"),
                                ref.supcon(z, y, **opts), rtol=2e-5, atol=2e-6)
     np.testing.assert_allclose(losses.contrastive_loss(z, None, **opts),
                                ref.supcon(z, None, **opts), rtol=2e-5, atol=2e-6)
+sets = (rng.random((7, 4)) < 0.4).astype("float32"); sets[0] = 0
+for opts in ({}, dict(summation="inside", denominator="one_positive", positives_cap=3)):
+    np.testing.assert_allclose(losses.contrastive_loss(z, sets, temperature=0.2, **opts),
+                               ref.supcon(z, sets, temperature=0.2, **opts),
+                               rtol=2e-5, atol=2e-6)
 np.testing.assert_allclose(losses.triplet_loss(z, y), ref.triplet(z, y, 0.2, "semi_hard"),
                            rtol=1e-4, atol=1e-6)
 np.testing.assert_allclose(losses.n_pairs_loss(z[:, :2], y), ref.n_pairs(z[:, :2], y, 0.002),

@@ -19,8 +19,10 @@ import numpy as np
 import pytest
 from helpers import REPO
 from helpers import TINY_ARGS
+from helpers import TINY_FLAGS
 from helpers import checkpoint_values
 from helpers import run_binary
+from helpers import run_main_cases
 from helpers import snapshot
 from helpers import user_stderr_lines
 
@@ -300,6 +302,36 @@ def test_bad_flag_is_one_line_and_writes_nothing(tmp_path, bad_flag, message):
     assert lines[0].startswith("error: ") and message in lines[0], lines[0]
     assert not model_dir.exists()
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_pretrains_on_mocked_multilabel_sources_with_label_sets(tmp_path):
+    # VOC2007 and COCO through the real TFDS reading code (mocked examples): multi-hot label
+    # sets into Jaccard-weighted SupCon (COCO with the memory queue); probe and kNN monitor
+    # off; a loss that needs one class per image refused in one line before any write.
+    base = [f"--flagfile={TINY_FLAGS}", "--batch_size=8", "--train_steps=3",
+            f"--data_dir={tmp_path / 'tfds'}"]
+    runs = {"voc": ["--dataset=voc/2007", "--split=train"],
+            "coco_memory": ["--dataset=coco/2017", "--split=validation", "--memory_size=32"],
+            "voc_cross_entropy": ["--dataset=voc/2007", "--loss=cross_entropy"]}
+    cases = {name: base + flags + [f"--model_dir={tmp_path / name}"]
+             for name, flags in runs.items()}
+    outcomes = run_main_cases("supcon_tf.pretrain", cases, tmp_path,
+                              context="mock_multilabel_sources", timeout=600)
+    for name, num_classes in (("voc", 20), ("coco_memory", 80)):
+        code, stdout, stderr = outcomes[name]
+        assert code == 0, stderr[-3000:]
+        with open(tmp_path / name / "results.json") as f:
+            results = json.load(f)
+        assert results["steps"] == 3 and results["num_classes"] == num_classes
+        assert np.isfinite(results["final"]["contrastive_loss"])
+        assert not {"probe_accuracy", "knn_accuracy", "monitor"} & set(results)
+        assert os.path.isdir(tmp_path / name / "saved_model")
+    code, _, stderr = outcomes["voc_cross_entropy"]
+    lines = user_stderr_lines(stderr)
+    assert code != 0 and len(lines) == 1, lines
+    assert "--loss=cross_entropy needs one class per image" in lines[0]
+    assert "--loss=supcon" in lines[0] and not (tmp_path / "voc_cross_entropy").exists()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -26,6 +26,13 @@ def test_gradient_chunks_and_samples_per_class_reach_the_model_and_the_batches()
         assert len(values) == 2 and (counts == 4).all()  # batch 8 = 2 classes x 4
 
 
+def test_class_balance_is_refused_for_label_sets():
+    from supcon_tf import trainer
+
+    with pytest.raises(ValueError, match="--samples_per_class needs one class per image"):
+        trainer.build_run(_config(dataset="voc/2007", samples_per_class=2))
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"samples_per_class": 8}, "--samples_per_class 8 does not divide the per-replica batch 4"),
     ({"gradient_chunks": 5}, "--gradient_chunks 5 is more than the per-replica batch 4"),

@@ -8,6 +8,10 @@ is reproducible; without one each run differs. Optional class-balanced sampling 
 `samples_per_class` (m) images of each of `batch_size / m` distinct classes in every batch, so
 small batches always contain positives for the supervised contrastive loss.
 
+Labels are carried as the source gives them: an int64 class id per image, or for multi-label
+sources (`multilabel.MULTILABEL_SOURCES`, e.g. "voc/2007", "coco/2017", read as 0 / 1 label sets
+by `multilabel.load_label_sets`) an int64 `[num_classes]` multi-hot row per image.
+
 `make_distributed_dataset` wraps this for `tf.distribute`: it calls
 `strategy.distribute_datasets_from_function`, builds one pipeline per input worker (sharded by
 `InputContext.input_pipeline_id`) with per-replica batch = global batch / replicas, so one step
@@ -20,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from supcon_tf.data import augment
+from supcon_tf.data import multilabel
 from supcon_tf.data import sources
 
 CACHE_AUTO_BYTES = 1 << 30  # cache="auto" keeps a source in memory up to this size
@@ -33,9 +38,11 @@ def make_dataset(source, policy, num_views, batch_size, image_size, *, training=
     """Builds batches of independently augmented views.
 
     Args:
-        source: A `tf.data.Dataset` of `(image uint8 [H, W, C], label int)`, a source name for
-            `sources.load_source` ("digits", "folder:<path>", a TFDS name), or a pair of numpy
-            arrays `(images, labels)` (`sources.from_arrays`).
+        source: A `tf.data.Dataset` of `(image uint8 [H, W, C], label)` with an int label or
+            an int multi-hot `[num_classes]` label set, a source name for
+            `sources.load_source` ("digits", "folder:<path>", a TFDS name) or, for the
+            multi-label names "voc/2007", "coco/2017", ..., `multilabel.load_label_sets`, or a
+            pair of numpy arrays `(images, labels)` (`sources.from_arrays`).
         policy: Augmentation policy, one of `augment.POLICIES`.
         num_views: V >= 1, views per image.
         batch_size: B >= 1, images per batch (each with V views).
@@ -54,7 +61,7 @@ def make_dataset(source, policy, num_views, batch_size, image_size, *, training=
             `batch_size // m` distinct classes with m images each; `batch_size` must be a
             multiple of m. Classes are drawn in proportion to their size, so every example is
             used about once per epoch. Every class stream filters the source, so use it on
-            sources that are cached (small datasets) or cheap to read.
+            sources that are cached (small datasets) or cheap to read. Not for label sets.
         balance_batches: With `samples_per_class`: this many consecutive batches together hold
             distinct classes (the batches of one worker's replicas in one step).
         shard: Optional `(num_shards, index)`: this pipeline reads every num_shards-th example;
@@ -63,8 +70,9 @@ def make_dataset(source, policy, num_views, batch_size, image_size, *, training=
         num_parallel_calls: Parallelism of the augmentation map.
 
     Returns:
-        A `tf.data.Dataset` of `(views float32 [B, V, S, S, C] in [0, 1], labels int64 [B])`;
-        `labels[i]` is the label of the image whose views are `views[i]`.
+        A `tf.data.Dataset` of `(views float32 [B, V, S, S, C] in [0, 1], labels int64 [B])`
+        (`[B, num_classes]` for label sets); `labels[i]` is the label of the image whose views
+        are `views[i]`.
 
     Raises:
         ValueError: Bad sizes, an unknown policy/option/source, or an impossible class balance.
@@ -113,7 +121,8 @@ def make_dataset(source, policy, num_views, batch_size, image_size, *, training=
         view_seeds = tf.random.experimental.stateless_split(
             tf.stack([random, tf.constant(0, tf.int64)]), num_views)  # [V, 2]
         images = tf.repeat(image[None], num_views, axis=0)  # [V, H, W, C]
-        return images, view_seeds, tf.fill([num_views], tf.cast(label, tf.int64))
+        # One copy of the label (a class id [] or a label set [num_classes]) per view.
+        return images, view_seeds, tf.repeat(tf.cast(label, tf.int64)[None], num_views, axis=0)
 
     @tf.autograph.experimental.do_not_convert
     def augment_view(image, view_seed, label):
@@ -190,6 +199,8 @@ def _as_dataset(source, split, data_dir, manual_dir):
                              f"spec {spec}; map dict examples with lambda e: (e['image'], "
                              "e['label']).")
         return source
+    if isinstance(source, str) and multilabel.is_multilabel(source):
+        return multilabel.load_label_sets(source, split, data_dir, manual_dir=manual_dir)
     if isinstance(source, str):
         return sources.load_source(source, split, data_dir=data_dir, manual_dir=manual_dir)
     if isinstance(source, (tuple, list)) and len(source) == 2:
@@ -242,10 +253,10 @@ def _class_balanced(dataset, batch_size, samples_per_class, shuffle_buffer, seed
             still holds distinct classes.
     """
     m = samples_per_class  # validated by make_dataset; divides batch_size
+    if dataset.element_spec[1].shape.rank:
+        raise ValueError("samples_per_class (class-balanced batches) needs one class per image, "
+                         "but the source has label sets; pass samples_per_class=None.")
     classes_per_batch = batch_size // m
-    if len(dataset.element_spec[1].shape):
-        raise ValueError("samples_per_class (class-balanced batches) needs one integer label "
-                         "per image, not multi-hot labels; leave samples_per_class unset.")
     labels, counts = np.unique(np.fromiter(
         dataset.map(lambda image, label: label).as_numpy_iterator(), dtype=np.int64),
         return_counts=True)

@@ -12,6 +12,13 @@ online linear probe (a classifier on the stop-gradient encoder output) trains in
 and reports accuracy; its gradients never reach the encoder. Under `tf.distribute` the loss
 gathers the global batch itself (see `supcon_tf.losses`), and the step divides the local loss by
 the replica count so that the summed gradients are those of the global mean.
+
+Multi-label data (`multi_label=True`): labels are label sets, multi-hot `[B, num_classes]`, and
+SupCon weighs each pair by the Jaccard similarity of their sets (`losses.contrastive_loss`); the
+memory queue stores label sets. The online probe is off: it is a softmax classifier scored by
+top-1 accuracy, which assumes one class per image (evaluate multi-label representations with
+`supcon_tf.transfer`'s VOC2007 11-point mAP probe instead), and losses that need one class per
+sample (cross-entropy, joint, n-pairs, triplet, max-margin) are refused.
 """
 
 import keras
@@ -29,6 +36,8 @@ LOSSES = ("supcon", "simclr", "cross_entropy", "n_pairs", "triplet", "max_margin
 _CONTRASTIVE = ("supcon", "simclr", "n_pairs", "triplet", "max_margin", "joint")
 _NEEDS_LABELS = ("cross_entropy", "joint")
 _WITH_MEMORY = ("supcon", "simclr", "joint")
+# Losses that take multi-hot label sets (SupCon weighs pairs by Jaccard; SimCLR ignores labels).
+MULTI_LABEL_LOSSES = ("supcon", "simclr")
 _IMAGE_KEYS = ("images", "image", "views")
 _LABEL_KEYS = ("labels", "label")
 
@@ -139,6 +148,9 @@ class SupConModel(keras.Model):
             global batch's keys (all views) are enqueued with their labels. K must be at least
             views x global batch. 0: no memory. Losses "supcon", "simclr", "joint".
         memory_momentum: m of the key encoder's moving average (MoCo: 0.999).
+        multi_label: Labels are multi-hot label sets `[B, num_classes]` (needs `num_classes`;
+            losses "supcon" and "simclr"): SupCon weighs pairs by the Jaccard similarity of
+            their sets, a memory queue stores sets, and there is no online probe (see above).
         gradient_chunks: k >= 1. With k > 1 a training step encodes the batch in k chunks of
             samples without keeping activations, computes the loss on the whole batch, caches
             its gradient with respect to the encoder features and re-encodes each chunk to
@@ -150,7 +162,8 @@ class SupConModel(keras.Model):
         **kwargs: `keras.Model` arguments (`name`, ...).
 
     Raises:
-        ValueError: an unknown loss, a CE loss without `num_classes`, or an encoder whose
+        ValueError: an unknown loss, a CE loss without `num_classes`, `multi_label` with a loss
+            that needs one class per sample or without `num_classes`, or an encoder whose
             output is not `[batch, features]`.
     """
 
@@ -159,7 +172,7 @@ class SupConModel(keras.Model):
                  num_classes=None, temperature=0.1, loss_options=None, label_smoothing=0.0,
                  ce_weight=1.0, supcon_weight=1.0, probe=True, augmenter=None,
                  sync_batch_norm=False, memory_size=0, memory_momentum=0.999,
-                 gradient_chunks=1, **kwargs):
+                 multi_label=False, gradient_chunks=1, **kwargs):
         super().__init__(**kwargs)
         if loss not in LOSSES:
             raise ValueError(
@@ -167,6 +180,13 @@ class SupConModel(keras.Model):
         if loss in _NEEDS_LABELS and not num_classes:
             raise ValueError(
                 f"loss {loss!r} trains a classifier: pass num_classes (the number of labels).")
+        if multi_label and loss not in MULTI_LABEL_LOSSES:
+            raise ValueError(
+                f"loss {loss!r} needs one class per sample and cannot use multi-hot labels: use "
+                f"loss='supcon' (Jaccard-weighted positives) or 'simclr', or single-label data.")
+        if multi_label and not num_classes:
+            raise ValueError("multi_label=True needs num_classes (the length of the multi-hot "
+                             "label rows).")
         if not isinstance(num_views, int) or num_views < 1:
             raise ValueError(f"num_views must be an int >= 1, got {num_views!r}.")
         if not isinstance(memory_size, int) or memory_size < 0:
@@ -195,7 +215,9 @@ class SupConModel(keras.Model):
         self.label_smoothing = label_smoothing
         self.ce_weight = ce_weight
         self.supcon_weight = supcon_weight
-        self.probe_enabled = bool(probe and num_classes)
+        self.multi_label = bool(multi_label)
+        # The probe is a softmax classifier scored by top-1: meaningless for label sets.
+        self.probe_enabled = bool(probe and num_classes and not multi_label)
         self.augmenter = augmenter
         self.sync_batch_norm = sync_batch_norm
         self.memory_size = memory_size
@@ -238,7 +260,8 @@ class SupConModel(keras.Model):
             self.key_head.set_weights(self.projection_head.get_weights())
             self.key_head.trainable = False
             self.queue = memory_lib.LabelQueue(
-                memory_size, self.projection_units[-1], name="queue")
+                memory_size, self.projection_units[-1],
+                num_classes=num_classes if multi_label else None, name="queue")
             self.queue.build()
 
         self.built = True  # Every sublayer is built above.
@@ -293,6 +316,17 @@ class SupConModel(keras.Model):
             sample_weight = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
         return x, y, sample_weight
 
+    def _labels(self, labels):
+        """int32 class ids `[B]`, or float32 multi-hot label sets `[B, C]` when `multi_label`."""
+        if not self.multi_label:
+            return losses.class_ids(labels)
+        labels = losses.multi_hot(labels)
+        if labels.shape[1] != self.num_classes:
+            raise ValueError(
+                f"multi-label batches need label sets [batch, {self.num_classes}] "
+                f"(num_classes), got shape {tuple(labels.shape)}.")
+        return labels
+
     def _views(self, x, training):
         """float `[B, V, ...]` views of a batch that is multi-view or single-view."""
         rank = len(x.shape)
@@ -342,8 +376,9 @@ class SupConModel(keras.Model):
         total = 0.0
         view_weight = None if sample_weight is None else ops.tile(sample_weight, (num_views,))
         if labels is not None:
-            labels = losses.class_ids(labels)
-            view_labels = ops.tile(labels, (num_views,))  # view-major like the features
+            labels = self._labels(labels)
+            if not self.multi_label:  # (label sets train no classifier or probe)
+                view_labels = ops.tile(labels, (num_views,))  # view-major like the features
         elif self.loss_name in _NEEDS_LABELS or (
                 self.loss_name != "simclr" and num_views == 1):
             raise ValueError(
@@ -434,12 +469,15 @@ class SupConModel(keras.Model):
         keys = self.key_head(self._encode_views(views, training=False, encoder=self.key_encoder))
         keys = ops.swapaxes(ops.reshape(
             ops.stop_gradient(keys), (num_views, batch, self.projection_units[-1])), 0, 1)
-        labels = (ops.zeros((batch,), "int32") if labels is None
-                  else losses.class_ids(labels))
+        if labels is None:
+            labels = ops.zeros((batch, self.num_classes) if self.multi_label else (batch,),
+                               "int32")
+        labels = self._labels(labels)
         (keys, labels), _ = distribute.gather_global(keys, labels)
         # Sample-major [N, V, d] -> view-major [V*N, d]: the same order on any replica count.
         keys = ops.reshape(ops.swapaxes(keys, 0, 1), (-1, self.projection_units[-1]))
-        self.queue.enqueue(keys, ops.tile(labels, (num_views,)))
+        repeats = (num_views,) if len(labels.shape) == 1 else (num_views, 1)
+        self.queue.enqueue(keys, ops.tile(labels, repeats))
 
     def test_step(self, *args):
         """Evaluation: `test_step(data)`, or `test_step(state, data)` under JAX."""
@@ -479,6 +517,7 @@ class SupConModel(keras.Model):
             "sync_batch_norm": self.sync_batch_norm,
             "memory_size": self.memory_size,
             "memory_momentum": self.memory_momentum,
+            "multi_label": self.multi_label,
             "gradient_chunks": self.gradient_chunks,
         })
         return config

@@ -1,8 +1,10 @@
-"""Tests for supcon_tf.data.multilabel: VOC targets in TensorFlow ops and the TFDS source.
+"""Tests for supcon_tf.data.multilabel: VOC / COCO targets in TensorFlow ops, the TFDS sources.
 
 Expected targets come from `metrics.voc_targets` (a numpy loop over the label lists) and, for
 a few named cases, from the encoding written out by hand: 1 for a class with a non-difficult
-object, `IGNORE` (-1) for one whose objects are all difficult, 0 for an absent class.
+object, `IGNORE` (-1) for one whose objects are all difficult, 0 for an absent class; the label
+sets SupCon trains on read `IGNORE` as absent. COCO targets are checked against a loop over
+each mocked image's objects.
 """
 
 import numpy as np
@@ -50,14 +52,20 @@ def test_example_targets_in_a_graph_equal_voc_targets_row_by_row():
         np.testing.assert_array_equal(got.numpy(), row)
 
 
-def test_voc2007_source_pairs_images_with_voc_targets(tmp_path):
+def _mocked(name, split, tmp_path, loader):
+    """(loader's pairs, TFDS's raw examples) of a mocked TFDS dataset (6 random examples)."""
     with tfds.testing.mock_data(num_examples=6):
-        pairs = list(multilabel.load_multilabel_source("voc/2007", "validation",
-                                                       data_dir=str(tmp_path),
-                                                       download=True).as_numpy_iterator())
-        examples = list(tfds.as_numpy(tfds.builder("voc/2007", data_dir=str(tmp_path))
-                                      .as_dataset(split="validation")))
+        pairs = list(loader(name, split, data_dir=str(tmp_path),
+                            download=True).as_numpy_iterator())
+        examples = list(tfds.as_numpy(tfds.builder(name, data_dir=str(tmp_path))
+                                      .as_dataset(split=split)))
     assert len(pairs) == len(examples) == 6
+    return pairs, examples
+
+
+def test_voc2007_source_pairs_images_with_voc_targets(tmp_path):
+    pairs, examples = _mocked("voc/2007", "validation", tmp_path,
+                              multilabel.load_multilabel_source)
     expected = metrics.voc_targets([e["labels"] for e in examples],
                                    [e["labels_no_difficult"] for e in examples], 20)
     for (image, targets), example, row in zip(pairs, examples, expected):
@@ -73,3 +81,37 @@ def test_unknown_multilabel_source_raises(name):
         multilabel.load_multilabel_source(name, "train")
     with pytest.raises(ValueError, match=rf"Unknown multi-label source '{name}'"):
         multilabel.num_classes(name)
+
+
+@pytest.mark.parametrize("case", sorted(TARGET_CASES))
+def test_present_labels_read_ignore_as_absent(case):
+    labels, labels_no_difficult, present = TARGET_CASES[case]
+    got = multilabel.present_labels(_example_targets(labels, labels_no_difficult)).numpy()
+    by_hand = np.zeros(20, np.int64)
+    for cls, value in present.items():
+        by_hand[cls] = 1 if value == 1 else 0  # IGNORE (difficult only) is absent.
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, by_hand)
+
+
+def test_voc2007_label_sets_are_the_targets_equal_to_one(tmp_path):
+    pairs, examples = _mocked("voc/2007", "train", tmp_path, multilabel.load_label_sets)
+    targets = metrics.voc_targets([e["labels"] for e in examples],
+                                  [e["labels_no_difficult"] for e in examples], 20)
+    for (image, label_set), example, row in zip(pairs, examples, targets):
+        np.testing.assert_array_equal(image, example["image"])
+        np.testing.assert_array_equal(label_set, (row == 1).astype(np.int64))
+
+
+def test_coco2017_targets_are_multi_hot_over_80_classes(tmp_path):
+    for loader in (multilabel.load_multilabel_source, multilabel.load_label_sets):
+        pairs, examples = _mocked("coco/2017", "validation", tmp_path, loader)
+        for (image, targets), example in zip(pairs, examples):
+            by_hand = np.zeros(80, np.int64)
+            for label in example["objects"]["label"]:  # a loop over the image's objects
+                by_hand[label] = 1
+            assert image.dtype == np.uint8 and targets.dtype == np.int64
+            np.testing.assert_array_equal(image, example["image"])
+            np.testing.assert_array_equal(targets, by_hand)
+    assert multilabel.num_classes("coco/2017") == 80 and multilabel.is_multilabel("coco/2017")
+    assert not multilabel.is_multilabel("cifar10")

@@ -151,14 +151,6 @@ def test_class_balanced_replicas_of_one_step_hold_distinct_classes(two_cpu_strat
         assert not set(first.tolist()) & set(second.tolist())  # 4 distinct classes per step
 
 
-def test_class_balance_refuses_multi_hot_labels():
-    images = np.zeros((6, 4, 4, 3), np.uint8)
-    multi_hot = np.eye(3, dtype=np.int64)[[0, 1, 2, 0, 1, 2]]
-    source = tf.data.Dataset.from_tensor_slices((images, multi_hot))
-    with pytest.raises(ValueError, match="one integer label per image"):
-        pipeline.make_dataset(source, "eval", 1, 2, 4, samples_per_class=2)
-
-
 @pytest.mark.parametrize("kwargs, match", [
     (dict(samples_per_class=4), "samples_per_class must be a positive int dividing batch_size 6"),
     (dict(samples_per_class=1), r"need 6 distinct classes .* has 3"),
@@ -207,3 +199,28 @@ def test_distributed_dataset_splits_the_global_batch_over_replicas(two_cpu_strat
         np.testing.assert_allclose(v.numpy()[:, 0, 0, 0, 0], 20.0 * l.numpy() / 255.0, atol=1e-6)
     with pytest.raises(ValueError, match="global_batch_size 7 is not divisible by the 2"):
         pipeline.make_distributed_dataset(strategy, (images, labels), "eval", 2, 7, 10)
+
+
+def test_label_sets_stay_aligned_with_their_views():
+    # The grey level 20 * c codes the class id c; the label set is c's three bits (class 0
+    # has the empty set), so every batch row's set must be the bits of its views' grey level.
+    images, labels = _label_coded_arrays()
+    bits = ((labels[:, None] >> np.arange(3)) & 1).astype(np.int64)  # [N, 3]
+    source = tf.data.Dataset.from_tensor_slices((images, bits))
+    dataset = pipeline.make_dataset(
+        source, "simaugment", 2, 5, 8, seed=4,
+        augment_options=dict(jitter_strength=0.0, grayscale_probability=0.0))
+    assert dataset.element_spec[1].shape == (5, 3)
+    for views, batch_sets in _take(dataset, 6):
+        assert batch_sets.dtype == np.int64
+        class_ids = np.round(views[:, :, 0, 0, 0] * 255.0 / 20.0).astype(np.int64)  # [B, V]
+        for row, ids in zip(batch_sets, class_ids):
+            for class_id in ids:
+                np.testing.assert_array_equal(row, [(class_id >> k) & 1 for k in range(3)])
+
+
+def test_class_balanced_batches_refuse_label_sets():
+    images, labels = _label_coded_arrays()
+    source = tf.data.Dataset.from_tensor_slices((images, np.eye(6, dtype=np.int64)[labels]))
+    with pytest.raises(ValueError, match="needs one class per image, but the source has label"):
+        pipeline.make_dataset(source, "eval", 2, 6, 8, samples_per_class=2)

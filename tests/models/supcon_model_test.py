@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import loss_reference as ref
 from supcon_tf.models import supcon_model
 from supcon_tf.models.supcon_model import SupConModel
 
@@ -31,14 +32,23 @@ def _data(batch=8, views=2, seed=0):
             np.array([0, 1, 2, 0, 1, 2, 0, 1][:batch]))
 
 
-def _plain_supcon(z, labels, temperature):
-    """Mean SupCon L_out with full masks, written directly in TensorFlow (no shared code)."""
+# Label sets of the 8 samples of `_data` (3 classes; sample 5's set is empty).
+SETS = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 1], [0, 0, 1], [1, 0, 1], [0, 0, 0], [1, 1, 1],
+                 [0, 1, 0]])
+
+
+def _plain_supcon(z, labels, temperature, pair_weights=None):
+    """Mean SupCon L_out with full masks, written directly in TensorFlow (no shared code).
+
+    `pair_weights`: optional `[batch, batch]` positive weight of each pair of samples (1 on the
+    diagonal), replacing the same-label test (multi-label SupCon's Jaccard weights)."""
     views = z.shape[1]
     contrast = tf.concat(tf.unstack(z, axis=1), axis=0)
     logits = tf.matmul(contrast, contrast, transpose_b=True) / temperature
-    tiled = tf.tile(tf.constant(labels), [views])
+    if pair_weights is None:
+        pair_weights = np.equal(labels[:, None], labels[None, :]).astype("float32")
     not_self = 1.0 - tf.eye(tf.shape(contrast)[0])
-    positives = tf.cast(tf.equal(tiled[:, None], tiled[None, :]), tf.float32) * not_self
+    positives = tf.tile(tf.constant(pair_weights, tf.float32), [views, views]) * not_self
     log_denominator = tf.math.log(tf.reduce_sum(tf.exp(logits) * not_self, 1, keepdims=True))
     log_prob = logits - log_denominator
     per_anchor = -tf.reduce_sum(positives * log_prob, 1) / tf.reduce_sum(positives, 1)
@@ -67,6 +77,33 @@ def test_one_step_equals_a_hand_written_sgd_step():
     model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)  # From `start` again.
     for got, want in zip(model.trainable_weights, variables):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_multilabel_step_equals_a_hand_written_sgd_step():
+    x, _ = _data()
+    model = SupConModel(_encoder(2), projection_units=[6, 4], temperature=0.5, num_classes=3,
+                        multi_label=True)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    assert model.probe is None  # Top-1 of one class per image: off for label sets.
+    start = [w.numpy() for w in model.trainable_weights]
+    history = model.fit(x, SETS, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    assert "probe_accuracy" not in history.history
+
+    # By hand: Jaccard weights by a loop over Python sets, the plain weighted formula.
+    jaccard = np.array([[1.0 if i == j else ref.jaccard(SETS[i], SETS[j]) for j in range(8)]
+                        for i in range(8)])
+    with tf.GradientTape() as tape:
+        for v, w in zip(model.trainable_weights, start):
+            v.assign(w)
+        flat = tf.reshape(tf.transpose(x, (1, 0, 2, 3, 4)), (-1,) + IMAGE)
+        z = model.projection_head(model.encoder(flat, training=True), training=True)
+        z = tf.transpose(tf.reshape(z, (2, 8, 4)), (1, 0, 2))
+        loss = _plain_supcon(z, None, 0.5, pair_weights=jaccard)
+    expected = [w - 0.1 * g.numpy()
+                for w, g in zip(start, tape.gradient(loss, model.trainable_weights))]
+    model.fit(x, SETS, batch_size=8, epochs=1, shuffle=False, verbose=0)  # From `start` again.
+    for got, want in zip(model.trainable_weights, expected):
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("loss", ["supcon", "joint"])
@@ -250,13 +287,15 @@ def test_two_replicas_take_the_same_step_as_one_device(loss, two_cpu_strategy):
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
-def test_mixed_precision_trains_with_a_float32_loss(policy):
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_mixed_precision_trains_with_a_float32_loss(policy, multi_label):
     x, y = _data()
     keras.mixed_precision.set_global_policy(policy)
     try:
-        model = SupConModel(_encoder(), projection_units=[4], num_classes=3)
+        model = SupConModel(_encoder(), projection_units=[4], num_classes=3,
+                            multi_label=multi_label)
         model.compile(optimizer=keras.optimizers.SGD(0.1))
-        history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+        history = model.fit(x, SETS if multi_label else y, batch_size=8, epochs=2, verbose=0)
         assert model.encoder.compute_dtype != "float32"
         assert all(np.isfinite(v).all() for v in history.history.values())
     finally:
@@ -271,6 +310,23 @@ def test_mixed_precision_trains_with_a_float32_loss(policy):
 def test_bad_constructor_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SupConModel(_encoder(), **kwargs)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "joint", "n_pairs", "triplet", "max_margin"])
+def test_multilabel_refuses_losses_that_need_one_class_per_sample(loss):
+    with pytest.raises(ValueError, match=rf"loss '{loss}' needs one class per sample and "
+                                         r"cannot use multi-hot labels: use loss='supcon'") as e:
+        SupConModel(_encoder(), loss=loss, num_classes=3, multi_label=True)
+    assert "\n" not in str(e.value)
+
+
+def test_multilabel_needs_num_classes_and_label_sets_of_that_width():
+    with pytest.raises(ValueError, match="multi_label=True needs num_classes"):
+        SupConModel(_encoder(), multi_label=True)
+    model = SupConModel(_encoder(), projection_units=[4], num_classes=4, multi_label=True)
+    model.compile(optimizer="sgd")
+    with pytest.raises(ValueError, match=r"label sets \[batch, 4\] \(num_classes\), got shape"):
+        model.fit(_data()[0], SETS, batch_size=8, verbose=0, epochs=1)
 
 
 def test_encoder_without_vector_output_is_refused():
@@ -293,9 +349,10 @@ def test_wrong_input_rank_and_missing_labels_are_refused():
 # ------------------------------------------------------------------------------------------
 
 
-def _memory_model(seed=0, size=24, momentum=0.9, loss="supcon"):
+def _memory_model(seed=0, size=24, momentum=0.9, loss="supcon", multi_label=False):
     model = SupConModel(_encoder(seed, batch_norm=True), loss=loss, projection_units=[4],
-                        memory_size=size, memory_momentum=momentum, probe=False)
+                        memory_size=size, memory_momentum=momentum, probe=False,
+                        num_classes=3 if multi_label else None, multi_label=multi_label)
     model.compile(optimizer=keras.optimizers.SGD(0.3))
     return model
 
@@ -368,22 +425,63 @@ def test_memory_state_round_trips_through_a_keras_file(tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
-@pytest.mark.parametrize("loss", ["supcon", "simclr"])
-def test_memory_under_two_replicas_equals_one_device(loss, two_cpu_strategy):
+@pytest.mark.parametrize("loss,multi_label", [
+    ("supcon", False), ("simclr", False), ("supcon", True), ("simclr", True)])
+def test_memory_under_two_replicas_equals_one_device(loss, multi_label, two_cpu_strategy):
     x, y = _data()
-    single = _memory_model(5, loss=loss)
+    y = SETS if multi_label else y
+    single = _memory_model(5, loss=loss, multi_label=multi_label)
     start = [w.numpy() for w in single.weights]
     single.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
 
     strategy = two_cpu_strategy
     with strategy.scope():
-        mirrored = _memory_model(6, loss=loss)
+        mirrored = _memory_model(6, loss=loss, multi_label=multi_label)
     for v, w in zip(mirrored.weights, start):
         v.assign(w)
     mirrored.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
     for a, b in zip(mirrored.weights, single.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5, err_msg=a.path)
     assert int(mirrored.queue.pointer.numpy()) == 48 % 24
+
+
+@pytest.mark.parametrize("memory_size", [0, 24])
+def test_one_hot_label_sets_take_the_int_label_steps(memory_size):
+    # multi_label=True with one-hot rows: Jaccard weights of 1 / 0, so three steps (with the
+    # queue filling with one-hot sets) land on the int-label model's weights.
+    x, y = _data()
+    models = []
+    for multi_label in (False, True):
+        model = SupConModel(_encoder(7, batch_norm=True), projection_units=[4], probe=False,
+                            memory_size=memory_size, memory_momentum=0.9, num_classes=3,
+                            multi_label=multi_label)
+        model.compile(optimizer=keras.optimizers.SGD(0.3))
+        models.append(model)
+    int_model, set_model = models
+    for part in ("encoder", "projection_head") + (("key_encoder", "key_head")
+                                                  if memory_size else ()):
+        getattr(set_model, part).set_weights(getattr(int_model, part).get_weights())
+    int_model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+    set_model.fit(x, np.eye(3, dtype="int64")[y], batch_size=8, epochs=3, shuffle=False,
+                  verbose=0)
+    for a, b in zip(set_model.trainable_weights, int_model.trainable_weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.path)
+    if memory_size:
+        ids = int_model.queue.labels.numpy()
+        assert set_model.queue.labels.shape == (24, 3)
+        np.testing.assert_array_equal(
+            set_model.queue.labels.numpy(), np.where(ids[:, None] >= 0, np.eye(3)[ids], -1))
+
+
+def test_multilabel_memory_state_round_trips_through_a_keras_file(tmp_path):
+    x, _ = _data()
+    model = _memory_model(multi_label=True)
+    model.fit(x, SETS, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    np.testing.assert_array_equal(model.queue.labels.numpy()[:16], np.tile(SETS, (2, 1)))
+    model.save(tmp_path / "multilabel.keras")
+    revived = keras.models.load_model(tmp_path / "multilabel.keras")
+    assert revived.multi_label and revived.probe is None
+    np.testing.assert_array_equal(revived.queue.labels.numpy(), model.queue.labels.numpy())
 
 
 def test_a_keras_applications_model_works_as_the_encoder():
