@@ -190,9 +190,13 @@ def build_run(config, strategy=None, *, channels=None):
     keras.mixed_precision.set_global_policy(
         "float32" if config.mixed_precision == "none" else config.mixed_precision)
     learning_rate = schedules.scale_learning_rate(config.learning_rate, config.batch_size)
-    schedule = schedules.build_schedule(
-        config.schedule, learning_rate, steps_per_epoch=steps_per_epoch,
-        epochs=total_steps / steps_per_epoch, warmup_epochs=config.warmup_epochs)
+    if total_steps:
+        schedule = schedules.build_schedule(
+            config.schedule, learning_rate, steps_per_epoch=steps_per_epoch,
+            epochs=total_steps / steps_per_epoch, warmup_epochs=config.warmup_epochs)
+    else:  # --train_steps=0 takes no step (the initial weights are exported): any rate will do.
+        schedule = schedules.build_schedule("constant", learning_rate,
+                                            steps_per_epoch=steps_per_epoch, epochs=1)
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         encoder = resnet.resnet(
@@ -516,7 +520,7 @@ def _train(run, model_dir, log, watcher, work_dir=None):
         PreemptionCheck(watcher, run.strategy),
         checkpointing.StepCheckpointer(manager, run.optimizer, config.checkpoint_every,
                          config.checkpoint_every_secs, strategy=run.strategy,
-                         last_saved_step=resumed_from),
+                         last_saved_step=resumed_from if latest else None),  # 0 steps: ckpt-0
     ]
     checkpointer = callbacks[-1]
     step = resumed_from
