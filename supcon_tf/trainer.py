@@ -526,6 +526,7 @@ def _train(run, model_dir, log, watcher, work_dir=None):
     step = resumed_from
     spe = run.steps_per_epoch
     preempted = None
+    step_function = train_loop.make_step_function(run.model, run.strategy)  # Traced once.
     while step < run.total_steps and preempted is None:
         epoch = step // spe
         steps = min(spe * (epoch + 1), run.total_steps) - step
@@ -534,7 +535,8 @@ def _train(run, model_dir, log, watcher, work_dir=None):
             fit = train_loop.fit(
                 run.model, run.strategy, None, initial_epoch=epoch, epochs=epoch + 1,
                 steps_per_epoch=steps, callbacks=callbacks, verbose=config.verbose,
-                dataset_for_epoch=lambda e, skip=skip: epoch_dataset(run, e, skip=skip))
+                dataset_for_epoch=lambda e, skip=skip: epoch_dataset(run, e, skip=skip),
+                step_function=step_function)
         except preemption.Preempted as e:
             preempted = e
             break
