@@ -387,8 +387,7 @@ def test_epoch_seeds_are_deterministic_and_distinct():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("flagfile", sorted(
-    os.path.basename(p) for p in glob.glob(os.path.join(REPO, "flags", "*.flags"))
-    if os.path.basename(p) != "quickstart.flags"))  # quickstart.flags is supcon_tf.quickstart's
+    os.path.basename(p) for p in glob.glob(os.path.join(REPO, "flags", "*.flags"))))
 def test_flagfile_parses_and_builds_its_objects(flagfile):
     import keras
 
