@@ -26,8 +26,27 @@ endef
 $(eval $(call virtualenv,$(VENV),requirements.txt))
 $(eval $(call virtualenv,$(VENV_JAX),requirements-jax.txt))
 
+# The quickstart is the binaries' everyday sequence: pretrain SupCon and cross-entropy, export the
+# untrained initial weights (--train_steps=0), probe the three with linear_eval, then a report
+# (table, loss.png, tsne.png in runs/quickstart). --overwrite replaces only a run directory that
+# holds another configuration; a finished run of the same flags is reused (rm -rf runs/quickstart
+# to train again).
+QUICKSTART := runs/quickstart
+QUICKSTART_PROBE := --flagfile=flags/linear_eval/lbfgs.flags --shots=5 --draws=20 \
+	--center_crop_fraction=1.0
+
 quickstart: $(STAMP)
-	$(PY) -m supcon_tf.quickstart --flagfile=flags/quickstart.flags --overwrite
+	$(PY) -m supcon_tf.pretrain --flagfile=flags/quickstart_supcon.flags \
+		--model_dir=$(QUICKSTART)/supcon --overwrite
+	$(PY) -m supcon_tf.pretrain --flagfile=flags/quickstart_ce.flags \
+		--model_dir=$(QUICKSTART)/cross_entropy --overwrite
+	$(PY) -m supcon_tf.pretrain --flagfile=flags/quickstart_supcon.flags --train_steps=0 \
+		--model_dir=$(QUICKSTART)/untrained --overwrite
+	for run in untrained cross_entropy supcon; do \
+		$(PY) -m supcon_tf.linear_eval --model_dir=$(QUICKSTART)/$$run $(QUICKSTART_PROBE) \
+			|| exit 1; \
+	done
+	$(PY) -m supcon_tf.quickstart --model_dir=$(QUICKSTART) --runs=untrained,cross_entropy,supcon
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -57,7 +57,8 @@ class StepCheckpointer(keras.callbacks.Callback):
         every: steps between checkpoints.
         every_secs: seconds between checkpoints (measured from the last save or the start).
         strategy: the run's strategy (several workers agree on time-based saves).
-        last_saved_step: the step of the checkpoint the run resumed from.
+        last_saved_step: the step of the checkpoint the run resumed from (None: no checkpoint
+            yet, so that a run of zero steps still saves its initial step).
     """
 
     def __init__(self, manager, optimizer, every, every_secs, strategy=None,

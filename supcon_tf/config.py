@@ -25,7 +25,9 @@ class PretrainConfig:
 
     Learning rates are per 256 examples (`learning_rate` is scaled to `batch_size` with
     `schedules.scale_learning_rate`). `train_steps`, when set, is the number of optimizer steps
-    and overrides `epochs`; otherwise steps = round(epochs * steps_per_epoch).
+    and overrides `epochs`; otherwise steps = round(epochs * steps_per_epoch). `train_steps=0`
+    trains nothing: the run checkpoints and exports its seeded initial weights (an untrained
+    baseline, such as the quickstart's).
     `weight_decay_exclusions` are regexes searched in `variable.path` that are excluded from
     weight decay (and LARS's layer adaptation); empty = every variable of rank <= 1 (biases and
     batch norm: SimCLR's rule; SupCon's is batch norm only, `("gamma$", "beta$")`).
@@ -126,14 +128,13 @@ class PretrainConfig:
                              f"{', '.join(str(d) for d in sorted(resnet.DEPTHS))}.")
         for name in ("image_size", "batch_size", "num_views", "checkpoint_every",
                      "gradient_chunks"):
-            _check_positive_int(name, getattr(self, name))
-        if isinstance(self.monitor_examples, bool) or not isinstance(
-                self.monitor_examples, int) or self.monitor_examples < 0:
-            raise ValueError(f"--monitor_examples must be an integer >= 0, got "
-                             f"{self.monitor_examples!r}.")
-        for name in ("train_steps", "num_classes", "num_train_examples", "samples_per_class"):
+            _check_int(name, getattr(self, name))
+        _check_int("monitor_examples", self.monitor_examples, minimum=0)
+        if self.train_steps is not None:
+            _check_int("train_steps", self.train_steps, minimum=0)
+        for name in ("num_classes", "num_train_examples", "samples_per_class"):
             if getattr(self, name) is not None:
-                _check_positive_int(name, getattr(self, name))
+                _check_int(name, getattr(self, name))
         if not self.checkpoint_every_secs > 0:
             raise ValueError(f"--checkpoint_every_secs must be > 0, got "
                              f"{self.checkpoint_every_secs!r}.")
@@ -171,6 +172,7 @@ class PretrainConfig:
                              "(--tpu=local on a TPU VM).")
 
 
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"--{name} must be a positive integer, got {value!r}.")
+def _check_int(name, value, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"--{name} must be {wanted}, got {value!r}.")

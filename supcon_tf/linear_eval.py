@@ -279,8 +279,9 @@ def main(argv):
         cli.fail(e)
 
     report = {"dataset": dataset, "split": FLAGS.split, "test_split": FLAGS.test_split,
-              "image_size": int(image_size), "num_train": int(num_train),
-              "encoder": kind, "encoder_path": source, "protocol": protocol}
+              "image_size": int(image_size), "center_crop_fraction": FLAGS.center_crop_fraction,
+              "num_train": int(num_train), "encoder": kind, "encoder_path": source,
+              "protocol": protocol}
     if protocol == "lbfgs":
         sweep = linear_probe.lbfgs_logistic_sweep(train_x[fit], train_y[fit], train_x[held],
                                                   train_y[held], test_x, test_y,
@@ -315,8 +316,8 @@ def main(argv):
     if FLAGS.shots:
         few = few_shot.few_shot_probe(train_x, train_y, test_x, test_y, shots=FLAGS.shots,
                                       draws=FLAGS.draws, seed=FLAGS.seed)
-        report.update({f"{FLAGS.shots}_shot_top1": few.mean,
-                       f"{FLAGS.shots}_shot_std": few.std})
+        report.update({"shots": FLAGS.shots, "draws": FLAGS.draws,
+                       f"{FLAGS.shots}_shot_top1": few.mean, f"{FLAGS.shots}_shot_std": few.std})
         rows.append((f"{FLAGS.shots}-shot logistic (mean of {FLAGS.draws})", few.mean, None))
     report["seconds"] = round(time.time() - start, 1)
 

@@ -1,225 +1,217 @@
-"""Quickstart: SupCon pretraining + linear probes on the bundled digits, offline, on a CPU.
+"""The quickstart's report: the table and plots of `make quickstart`'s runs on the bundled digits.
 
+`make quickstart` trains and probes with the binaries every other run uses (see the Makefile):
+
+    python -m supcon_tf.pretrain --flagfile=flags/quickstart_supcon.flags --overwrite
+    python -m supcon_tf.pretrain --flagfile=flags/quickstart_ce.flags --overwrite
+    python -m supcon_tf.pretrain --flagfile=flags/quickstart_supcon.flags --train_steps=0 \
+        --model_dir=runs/quickstart/untrained --overwrite
+    python -m supcon_tf.linear_eval --model_dir=runs/quickstart/<run> \
+        --flagfile=flags/linear_eval/lbfgs.flags --shots=5 --draws=20 --center_crop_fraction=1.0
     python -m supcon_tf.quickstart --model_dir=runs/quickstart
 
-Trains the same small ResNet encoder twice with the same data, augmentation, steps and batch
-size: once with SupCon (two views, projection head, `contrastive_loss`) and once with
-cross-entropy. It then probes the frozen encoders, and an untrained one, with L-BFGS
-logistic regression on the held-out digits: with every training label (the L2 penalty chosen
-from 45 values on a held-out fifth of train, then refit), and 5-shot (5 labelled images per
-class, mean over draws). Digits are easy, so the 5-shot column is the informative one.
+that is, the same ResNet-18 (x0.25) trained with SupCon and with cross-entropy, and left
+untrained (`--train_steps=0` exports the seeded initial weights), each probed on the held-out
+digits by L-BFGS logistic regression with every training label and 5-shot. Digits are easy, so
+the 5-shot column is the informative one.
 
-Writes `<model_dir>/results.json`, `loss.png` (training curves) and `tsne.png` (a t-SNE map of
-each encoder's held-out embeddings, coloured by class), and prints the table.
+This last step only reads the run directories `<model_dir>/<run>` (`--runs`): `results.json`
+(the probes' top-1, merged in by `linear_eval`), `history.json` (per-epoch training loss and
+held-out kNN top-1) and the SavedModel (the held-out embeddings, through the transform the probes
+used). It prints the table and writes `<model_dir>/results.json` (the summary), `loss.png`
+(training curves) and `tsne.png` (a t-SNE map of each encoder's held-out embeddings, coloured by
+class). A run that is missing or was not probed is one `error:` line, and nothing is written.
 """
 
-import dataclasses
 import os
 import time
 
-from absl import app
-from absl import flags
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from supcon_tf import cli
-from supcon_tf import filesystem
-from supcon_tf import plots
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+from supcon_tf import cli  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", "runs/quickstart", "Where results.json, loss.png and tsne.png go.")
-flags.DEFINE_integer("epochs", 30, "Training epochs for each model.")
-flags.DEFINE_integer("image_size", 16,
-                     "Side the 32x32 digits are cropped/resized to (they are 8x8 scans).")
-flags.DEFINE_integer("batch_size", 128, "Batch size (samples; SupCon sees 2 views of each).")
-flags.DEFINE_float("supcon_learning_rate", 1.0,
-                   "SupCon peak learning rate (SGD, momentum 0.9, cosine).")
-flags.DEFINE_float("ce_learning_rate", 0.1,
-                   "Cross-entropy peak learning rate (SGD, momentum 0.9, cosine).")
-flags.DEFINE_list("models", ["untrained", "cross_entropy", "supcon"],
-                  "Which encoders to train and probe.")
-flags.DEFINE_float("temperature", 0.1, "SupCon temperature.")
-flags.DEFINE_float("width_multiplier", 0.25, "ResNet-18 width multiplier.")
-flags.DEFINE_integer("shots", 5, "Labelled images per class in the few-shot probe.")
-flags.DEFINE_integer("draws", 20, "Random few-shot draws averaged.")
-flags.DEFINE_integer("seed", 0, "Seed of weights, augmentation and few-shot draws.")
-flags.DEFINE_bool("quiet", False, "One line per epoch instead of progress bars.")
-flags.DEFINE_bool("overwrite", False, "Replace the results of an earlier run in model_dir.")
+flags.DEFINE_string("model_dir", "runs/quickstart",
+                    "Directory of the runs; results.json, loss.png and tsne.png go there.")
+flags.DEFINE_list("runs", ["untrained", "cross_entropy", "supcon"],
+                  "Run directories under --model_dir, one table row each, in this order.")
+flags.DEFINE_integer("seed", 0, "Seed of the t-SNE maps.")
+
+# The per-epoch training losses drawn, those of the objective that trains the encoder.
+TRAINING_LOSSES = ("contrastive_loss", "ce_loss")
+# What the probes of every run must agree on for their rows to share one table.
+SHARED_PROBE_FIELDS = ("dataset", "split", "test_split", "image_size", "num_train", "num_test",
+                       "shots", "draws")
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """The quickstart's flags as plain values (helpers never read FLAGS)."""
+def read_run(run_dir):
+    """The files of a probed run directory.
 
-    model_dir: str
-    epochs: int
-    image_size: int
-    batch_size: int
-    supcon_learning_rate: float
-    ce_learning_rate: float
-    models: tuple
-    temperature: float
-    width_multiplier: float
-    shots: int
-    draws: int
-    seed: int
-    quiet: bool
-    overwrite: bool
+    Returns:
+        {"results": results.json, "config": config.json, "history": history.json ({} when
+        absent)}, with `results["linear_eval"]` holding a few-shot probe.
 
-    @classmethod
-    def from_flags(cls, flag_values):
-        return cls(**{f.name: (tuple(flag_values[f.name].value) if f.name == "models"
-                               else flag_values[f.name].value)
-                      for f in dataclasses.fields(cls)})
+    Raises:
+        ValueError: no pretraining run in `run_dir`, or it has no linear evaluation with a
+            few-shot probe (one line naming the command to run).
+    """
+    from supcon_tf import filesystem
+    from supcon_tf import run_dir as run_dir_lib
+
+    paths = {name: os.path.join(run_dir, file_name) for name, file_name in (
+        ("results", run_dir_lib.RESULTS_FILE), ("config", run_dir_lib.CONFIG_FILE),
+        ("history", run_dir_lib.HISTORY_FILE))}
+    for name in ("results", "config"):
+        if not filesystem.is_file(paths[name]):
+            raise ValueError(f"{paths[name]} is missing: run python -m supcon_tf.pretrain "
+                             f"--model_dir={run_dir} first (see make quickstart).")
+    run = {name: filesystem.read_json(path) if filesystem.is_file(path) else {}
+           for name, path in paths.items()}
+    probe = run["results"].get("linear_eval", {})
+    if not probe.get("shots") or f"{probe['shots']}_shot_top1" not in probe:
+        raise ValueError(f"{paths['results']} holds no linear evaluation with a few-shot "
+                         f"probe: run python -m supcon_tf.linear_eval --model_dir={run_dir} "
+                         "--shots=5 first (see make quickstart).")
+    return run
 
 
-def _arrays(split):
-    import numpy as np
+def shared_probe(runs):
+    """The probe settings every run shares (`SHARED_PROBE_FIELDS` of their linear_eval).
+
+    Raises:
+        ValueError: two runs were probed differently (their rows would not compare).
+    """
+    probes = {name: {key: run["results"]["linear_eval"].get(key) for key in SHARED_PROBE_FIELDS}
+              for name, run in runs.items()}
+    first, settings = next(iter(probes.items()))
+    for name, other in probes.items():
+        if other != settings:
+            differing = ", ".join(f"{key} {settings[key]!r} vs {other[key]!r}"
+                                  for key in SHARED_PROBE_FIELDS if other[key] != settings[key])
+            raise ValueError(f"runs {first} and {name} were probed differently ({differing}): "
+                             "evaluate every run with the same linear_eval flags.")
+    return settings
+
+
+def probe_rows(runs, shots):
+    """{run: {"top1", "<shots>_shot_top1", "<shots>_shot_std"}} from the runs' results."""
+    keys = ("top1", f"{shots}_shot_top1", f"{shots}_shot_std")
+    return {name: {key: float(run["results"]["linear_eval"][key]) for key in keys}
+            for name, run in runs.items()}
+
+
+def table(runs):
+    """The quickstart's table (Markdown), a heading line first, as a list of lines."""
+    probe = shared_probe(runs)
+    shots = probe["shots"]
+    trained = sorted({(run["results"]["steps"], run["results"]["batch_size"])
+                      for run in runs.values() if run["results"].get("steps")})
+    training = " or ".join(f"{steps} steps of batch {batch}" for steps, batch in trained)
+    lines = [f"Held-out {probe['dataset']} ({probe['num_test']} images), linear probes on "
+             f"frozen encoder features ({training or 'no training'} per trained model):",
+             f"| encoder | top-1, all {probe['num_train']} labels | top-1, {shots}-shot "
+             f"(mean of {probe['draws']}) |",
+             "|---|---:|---:|"]
+    for name, row in probe_rows(runs, shots).items():
+        lines.append(f"| {name} | {row['top1']:.4f} | {row[f'{shots}_shot_top1']:.4f} "
+                     f"± {row[f'{shots}_shot_std']:.4f} |")
+    return lines
+
+
+def loss_panels(runs):
+    """`plots.save_curves` panels: each trained run's training loss per epoch, and the held-out
+    kNN top-1 of every run that has one (empty when no run has a history)."""
+    panels = {}
+    for name, run in runs.items():
+        history = run["history"]
+        series = {key: (history["epoch"], history[key]) for key in TRAINING_LOSSES
+                  if key in history}
+        if series:
+            panels[f"{name} training loss"] = ("mean loss per epoch", series)
+    knn = {name: (run["history"]["epoch"], run["history"]["knn_accuracy"])
+           for name, run in runs.items() if "knn_accuracy" in run["history"]}
+    if knn:
+        panels["held-out kNN top-1 (monitor)"] = ("kNN top-1 (k = 20)", knn)
+    return panels
+
+
+def held_out_embeddings(run_dir, run):
+    """The run's SavedModel `embed` features of the split its probes were scored on, through
+    the same evaluation transform: (features float32 [N, F], labels int64 [N])."""
+    from supcon_tf import export
     from supcon_tf.data import sources
-
-    images, labels = [], []
-    for image, label in sources.load_source("digits", split).as_numpy_iterator():
-        images.append(image)
-        labels.append(label)
-    return np.stack(images), np.array(labels)
-
-
-_AUGMENT = dict(crop_area=(0.4, 1.0), flip=False, jitter_strength=0.5, grayscale_probability=0.0)
-
-
-def _encoder(settings):
-    import keras
-    from supcon_tf.models import resnet
-
-    keras.utils.set_random_seed(settings.seed)
-    size = settings.image_size
-    return resnet.resnet(18, (size, size, 3), width_multiplier=settings.width_multiplier,
-                         stem="cifar")
-
-
-def _train(kind, encoder, num_classes, steps_per_epoch, settings):
-    """Fits a SupConModel ("supcon" or "cross_entropy") on two-view digits; returns losses."""
-    import keras
-    from supcon_tf.data import pipeline
-    from supcon_tf.models import supcon_model
-    from supcon_tf import schedules
-
-    batches = pipeline.make_dataset(
-        "digits", "simaugment", 2, settings.batch_size, settings.image_size, training=True,
-        seed=settings.seed, augment_options=_AUGMENT)
-    learning_rate = (settings.supcon_learning_rate if kind == "supcon"
-                     else settings.ce_learning_rate)
-    schedule = schedules.build_schedule(
-        "cosine", learning_rate, steps_per_epoch=steps_per_epoch, epochs=settings.epochs,
-        warmup_epochs=min(1, settings.epochs - 1))  # No warmup for a one-epoch run.
-    model = supcon_model.SupConModel(
-        encoder, loss=kind, num_classes=num_classes, projection_units=[128, 128],
-        temperature=settings.temperature, probe=(kind == "supcon"))
-    model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9))
-    print(f"\nTraining {kind}: {settings.epochs} epochs x {steps_per_epoch} steps of "
-          f"{settings.batch_size} digits x 2 views")
-    history = model.fit(batches, epochs=settings.epochs, steps_per_epoch=steps_per_epoch,
-                        verbose=2 if settings.quiet else "auto")
-    key = "contrastive_loss" if kind == "supcon" else "ce_loss"
-    return [float(v) for v in history.history[key]]
-
-
-def _features(encoder, images, labels, settings):
-    """Encoder features float32 [N, F] of uint8 images [N, 32, 32, 3], resized as in training."""
-    import tensorflow as tf
     from supcon_tf.evaluation import features
 
-    data = tf.data.Dataset.from_tensor_slices((images, labels))
-    return features.extract_features(encoder, data, settings.image_size, 256, crop_fraction=1.0)[0]
+    probe, config = run["results"]["linear_eval"], run["config"]
+    embed, _ = export.load_embed(os.path.join(run_dir, "saved_model"))
+    data = sources.load_source(probe["dataset"], probe["test_split"],
+                               data_dir=config.get("data_dir"),
+                               manual_dir=config.get("manual_dir"))
+    return features.extract_features(embed, data, probe["image_size"], 256,
+                                     crop_fraction=probe.get("center_crop_fraction"))
 
 
-def _probe(train_x, train_y, test_x, test_y, settings):
-    """Full-label L-BFGS sweep and few-shot probes; returns top-1 accuracies."""
-    from supcon_tf.evaluation import few_shot
-    from supcon_tf.evaluation import linear_probe
-
-    # Full labels: lambda chosen on a stratified held-out fifth of train, refit on all of it.
-    fit, held = linear_probe.stratified_holdout(train_y, 0.2, seed=settings.seed)
-    sweep = linear_probe.lbfgs_logistic_sweep(
-        train_x[fit], train_y[fit], train_x[held], train_y[held], test_x, test_y)
-    few = few_shot.few_shot_probe(train_x, train_y, test_x, test_y, shots=settings.shots,
-                                  draws=settings.draws, seed=settings.seed)
-    return float(sweep.test_score), float(few.mean), float(few.std)
+def summary(runs, seconds):
+    """The `<model_dir>/results.json` of the report: the probes and what they were run on."""
+    probe = shared_probe(runs)
+    rows = probe_rows(runs, probe["shots"])
+    return {
+        "dataset": probe["dataset"], "train_images": probe["num_train"],
+        "test_images": probe["num_test"], "image_size": probe["image_size"],
+        "shots": probe["shots"], "draws": probe["draws"], "probes": rows,
+        "top1": rows.get("supcon", {}).get("top1"),
+        "runs": {name: {key: run["config"].get(key) for key in (
+            "loss", "depth", "width_multiplier", "stem", "batch_size", "epochs", "train_steps",
+            "learning_rate", "temperature", "seed")} | {"steps": run["results"].get("steps")}
+            for name, run in runs.items()},
+        "training_loss": {name: {key: run["history"][key] for key in TRAINING_LOSSES
+                                 if key in run["history"]}
+                          for name, run in runs.items() if run["history"]},
+        "seconds": {"report": seconds, "runs": {
+            name: {"pretrain": run["results"].get("pretrain_seconds"),
+                   "linear_eval": run["results"]["linear_eval"].get("seconds")}
+            for name, run in runs.items()}},
+    }
 
 
 def main(argv):
-    settings = Settings.from_flags(FLAGS)
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {argv[1:]}: pass options as --flags.")
-    for name in ("epochs", "batch_size", "shots", "draws", "image_size"):
-        if getattr(settings, name) < 1:
-            cli.fail(f"--{name} must be >= 1, got {getattr(settings, name)}.")
-    for name in ("supcon_learning_rate", "ce_learning_rate", "temperature", "width_multiplier"):
-        if getattr(settings, name) <= 0:
-            cli.fail(f"--{name} must be > 0, got {getattr(settings, name)}.")
-    results_path = os.path.join(settings.model_dir, "results.json")
-    if filesystem.is_file(results_path) and not settings.overwrite:
-        cli.fail(f"{results_path} already exists: pass --overwrite to replace it, or choose "
-              "another --model_dir.")
+    cli.start(argv, FLAGS.model_dir, "the directory of the quickstart's runs")
+    from supcon_tf import filesystem
+    from supcon_tf import plots
 
     start = time.time()
-    train_images, train_labels = _arrays("train")
-    test_images, test_labels = _arrays("test")
-    if settings.batch_size > len(train_labels):
-        cli.fail(f"--batch_size {settings.batch_size} exceeds the {len(train_labels)} training "
-              "images.")
-    num_classes = int(train_labels.max()) + 1
-    steps_per_epoch = len(train_labels) // settings.batch_size
+    if not FLAGS.runs or len(set(FLAGS.runs)) != len(FLAGS.runs):
+        cli.fail(f"--runs must name distinct run directories, got {FLAGS.runs}.")
+    run_dirs = {name: os.path.join(FLAGS.model_dir, name) for name in FLAGS.runs}
+    try:
+        runs = {name: read_run(run_dir) for name, run_dir in run_dirs.items()}
+        lines = table(runs)
+        embeddings = {name: held_out_embeddings(run_dirs[name], run)
+                      for name, run in runs.items()}
+    except ValueError as e:  # A missing or unprobed run, different probes, no SavedModel.
+        cli.fail(e)
 
-    known = ("untrained", "cross_entropy", "supcon")
-    if not settings.models or any(m not in known for m in settings.models):
-        cli.fail(f"--models must list some of {', '.join(known)}, got {settings.models}.")
-    encoders, histories = {}, {}
-    for kind in [m for m in known if m in settings.models]:
-        encoders[kind] = _encoder(settings)
-        if kind != "untrained":
-            histories[kind] = _train(kind, encoders[kind], num_classes, steps_per_epoch,
-                                     settings)
-
-    rows, features = {}, {}
-    for kind, encoder in encoders.items():
-        train_x = _features(encoder, train_images, train_labels, settings)
-        test_x = _features(encoder, test_images, test_labels, settings)
-        features[kind] = test_x
-        full, few, few_std = _probe(train_x, train_labels, test_x, test_labels, settings)
-        rows[kind] = {"top1": full, f"{settings.shots}_shot_top1": few,
-                      f"{settings.shots}_shot_std": few_std}
-
-    filesystem.makedirs(settings.model_dir)
-    results = {
-        "dataset": "digits", "train_images": int(len(train_labels)),
-        "test_images": int(len(test_labels)), "encoder": "resnet18_cifar_stem",
-        "image_size": settings.image_size,
-        "width_multiplier": settings.width_multiplier, "epochs": settings.epochs,
-        "batch_size": settings.batch_size, "steps": settings.epochs * steps_per_epoch,
-        "temperature": settings.temperature, "probes": rows,
-        "top1": rows.get("supcon", {}).get("top1"), "training_loss": histories,
-        "seconds": round(time.time() - start, 1),
-    }
-    filesystem.write_json(results_path, results)
-    if histories:
-        plots.save_curves(os.path.join(settings.model_dir, "loss.png"), {
-            f"{kind} training loss": ("mean loss per epoch",
-                                      {kind: (range(1, len(losses) + 1), losses)})
-            for kind, losses in histories.items()})
-    plots.save_tsne(os.path.join(settings.model_dir, "tsne.png"), {
-        f"{kind}: {len(test_labels)} held-out digits": (features[kind], test_labels)
-        for kind in rows}, seed=settings.seed)
-
-    print(f"\nHeld-out digits ({len(test_labels)} images), linear probes on frozen encoder "
-          f"features ({results['steps']} steps of batch {settings.batch_size} per trained model):")
-    print(f"| encoder | top-1, all {len(train_labels)} labels | top-1, {settings.shots}-shot "
-          f"(mean of {settings.draws}) |")
-    print("|---|---:|---:|")
-    for kind, row in rows.items():
-        print(f"| {kind} | {row['top1']:.4f} | {row[f'{settings.shots}_shot_top1']:.4f} "
-              f"± {row[f'{settings.shots}_shot_std']:.4f} |")
-    print(f"\nwrote {results_path}, loss.png and tsne.png (t-SNE of the held-out embeddings) "
-          f"in {settings.model_dir} in {results['seconds']:.0f} s")
+    probe = shared_probe(runs)
+    held_out = f"{probe['num_test']} held-out images ({probe['dataset']} {probe['test_split']})"
+    tsne_path = os.path.join(FLAGS.model_dir, "tsne.png")
+    loss_path = os.path.join(FLAGS.model_dir, "loss.png")
+    try:
+        plots.save_tsne(tsne_path, {f"{name}: {held_out}": embeddings[name] for name in runs},
+                        seed=FLAGS.seed)
+        panels = loss_panels(runs)
+        if panels:
+            plots.save_curves(loss_path, panels)
+        results_path = os.path.join(FLAGS.model_dir, "results.json")
+        filesystem.write_json(results_path, summary(runs, round(time.time() - start, 1)))
+    except filesystem.WriteError as e:
+        cli.fail(e, status=1)
+    print("\n" + "\n".join(lines))
+    print(f"\nwrote {results_path}, {tsne_path} (t-SNE of the held-out embeddings)"
+          f"{f' and {loss_path}' if panels else ''}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=lambda argv: cli.parse_flags(FLAGS, argv))

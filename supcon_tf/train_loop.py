@@ -100,7 +100,8 @@ def _checked_logs(model, logs):
 
 
 def fit(model, strategy, dataset, *, epochs, steps_per_epoch, initial_epoch=0, callbacks=(),
-        verbose=1, dataset_for_epoch=None, jit_compile=False, check_finite=True):
+        verbose=1, dataset_for_epoch=None, jit_compile=False, check_finite=True,
+        step_function=None):
     """Trains `model` like `keras.Model.fit`, under any strategy.
 
     Args:
@@ -118,6 +119,9 @@ def fit(model, strategy, dataset, *, epochs, steps_per_epoch, initial_epoch=0, c
             stream reseeded per epoch, with the batches a resumed run already took skipped).
         jit_compile: compile each replica's step with XLA.
         check_finite: stop at the first step whose loss or weights are not finite.
+        step_function: a `make_step_function(model, strategy, ...)` to run instead of a new one
+            (whose options then apply): a caller that calls `fit` once per epoch passes the
+            same one, so that the step is traced once, not once per call.
 
     Returns:
         The `keras.callbacks.History` of the run.
@@ -129,8 +133,8 @@ def fit(model, strategy, dataset, *, epochs, steps_per_epoch, initial_epoch=0, c
     callback_list = keras.callbacks.CallbackList(
         list(callbacks), add_history=True, add_progbar=verbose != 0, model=model,
         verbose=verbose, epochs=epochs, steps=steps_per_epoch)
-    step = make_step_function(model, strategy, jit_compile=jit_compile,
-                              check_finite=check_finite)
+    step = step_function or make_step_function(model, strategy, jit_compile=jit_compile,
+                                               check_finite=check_finite)
     model.stop_training = False
     callback_list.on_train_begin()
     logs = {}

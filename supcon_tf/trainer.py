@@ -243,9 +243,13 @@ def build_run(config, strategy=None, *, channels=None):
         raise ValueError(f"--gradient_chunks {config.gradient_chunks} is more than the "
                          f"per-replica batch {per_replica}; use at most {per_replica}.")
     learning_rate = schedules.scale_learning_rate(config.learning_rate, config.batch_size)
-    schedule = schedules.build_schedule(
-        config.schedule, learning_rate, steps_per_epoch=steps_per_epoch,
-        epochs=total_steps / steps_per_epoch, warmup_epochs=config.warmup_epochs)
+    if total_steps:
+        schedule = schedules.build_schedule(
+            config.schedule, learning_rate, steps_per_epoch=steps_per_epoch,
+            epochs=total_steps / steps_per_epoch, warmup_epochs=config.warmup_epochs)
+    else:  # --train_steps=0 takes no step (the initial weights are exported): any rate will do.
+        schedule = schedules.build_schedule("constant", learning_rate,
+                                            steps_per_epoch=steps_per_epoch, epochs=1)
     keras.utils.set_random_seed(config.seed)
     with strategy.scope(), dtype_policy(config.mixed_precision):
         encoder = resnet.resnet(
@@ -571,12 +575,13 @@ def _train(run, model_dir, log, watcher, work_dir=None):
         PreemptionCheck(watcher, run.strategy),
         checkpointing.StepCheckpointer(manager, run.optimizer, config.checkpoint_every,
                          config.checkpoint_every_secs, strategy=run.strategy,
-                         last_saved_step=resumed_from),
+                         last_saved_step=resumed_from if latest else None),  # 0 steps: ckpt-0
     ]
     checkpointer = callbacks[-1]
     step = resumed_from
     spe = run.steps_per_epoch
     preempted = None
+    step_function = train_loop.make_step_function(run.model, run.strategy)  # Traced once.
     while step < run.total_steps and preempted is None:
         epoch = step // spe
         steps = min(spe * (epoch + 1), run.total_steps) - step
@@ -585,7 +590,8 @@ def _train(run, model_dir, log, watcher, work_dir=None):
             fit = train_loop.fit(
                 run.model, run.strategy, None, initial_epoch=epoch, epochs=epoch + 1,
                 steps_per_epoch=steps, callbacks=callbacks, verbose=config.verbose,
-                dataset_for_epoch=lambda e, skip=skip: epoch_dataset(run, e, skip=skip))
+                dataset_for_epoch=lambda e, skip=skip: epoch_dataset(run, e, skip=skip),
+                step_function=step_function)
         except preemption.Preempted as e:
             preempted = e
             break

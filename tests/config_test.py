@@ -18,7 +18,7 @@ import pytest
     ({"image_size": -16}, "--image_size must be a positive integer"),
     ({"num_views": 0}, "--num_views must be a positive integer"),
     ({"checkpoint_every": 0}, "--checkpoint_every must be a positive integer"),
-    ({"train_steps": 0}, "--train_steps must be a positive integer"),
+    ({"train_steps": -1}, "--train_steps must be an integer >= 0"),
     ({"train_steps": None}, "pass --epochs or --train_steps"),
     ({"learning_rate": 0.0}, "--learning_rate must be > 0"),
     ({"temperature": -0.1}, "--temperature must be > 0"),

@@ -96,6 +96,7 @@ def test_linear_eval_writes_top1_and_matches_the_protocol(pretrained, direct_lbf
     assert report["num_train"] == 1442 and report["num_test"] == 355
     assert report["feature_dim"] == 128 and report["image_size"] == 16
     assert 0.0 <= report["2_shot_top1"] <= 1.0
+    assert (report["shots"], report["draws"], report["center_crop_fraction"]) == (2, 2, None)
     chance = chance_accuracy(saved_model_features["test"][1])  # the most frequent class
     assert results["top1"] > 3 * chance  # far above chance even after 2 pretraining steps
 

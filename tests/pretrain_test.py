@@ -340,8 +340,7 @@ def test_pretrains_on_mocked_multilabel_sources_with_label_sets(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("flagfile", sorted(
-    os.path.basename(p) for p in glob.glob(os.path.join(REPO, "flags", "*.flags"))
-    if os.path.basename(p) != "quickstart.flags"))  # quickstart.flags is supcon_tf.quickstart's
+    os.path.basename(p) for p in glob.glob(os.path.join(REPO, "flags", "*.flags"))))
 def test_flagfile_parses_and_builds_its_objects(flagfile):
     import keras
 

@@ -59,6 +59,21 @@ def test_one_device_equals_fit():
         np.testing.assert_allclose(history.history[name], values, rtol=1e-5, err_msg=name)
 
 
+def test_one_step_function_for_every_call_is_traced_once():
+    start, reference, _ = _reference()
+    model = _model(1)
+    for variable, value in zip(model.weights, start):
+        variable.assign(value)
+    strategy = tf.distribute.get_strategy()
+    step = train_loop.make_step_function(model, strategy)
+    for epoch in range(2):  # One call per epoch, as the pretraining binary makes them.
+        train_loop.fit(model, strategy, _dataset(*_data()), initial_epoch=epoch, epochs=epoch + 1,
+                       steps_per_epoch=STEPS, verbose=0, step_function=step)
+    assert step.experimental_get_tracing_count() == 1
+    for a, b in zip(model.weights, reference.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-6, err_msg=a.path)
+
+
 def test_two_replicas_equal_one_device(two_cpu_strategy):
     start, reference, reference_history = _reference()
     with two_cpu_strategy.scope():
