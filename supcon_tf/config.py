@@ -12,6 +12,9 @@ import re
 NON_IDENTITY_FIELDS = ("checkpoint_every", "checkpoint_every_secs", "data_dir", "manual_dir",
                        "tpu", "verbose", "eval_split", "monitor_examples",
                        "skip_unreadable_images")
+# Fields added after runs were first written, with the value that reproduces those runs: a
+# config.json without them is read with these values (so an older run still resumes).
+ADDED_FIELDS = {"gradient_chunks": 1, "samples_per_class": None}
 # Losses that ignore labels (a single-class dataset is fine for them).
 UNSUPERVISED_LOSSES = ("simclr",)
 # Held-out splits tried, in order, when `eval_split` is not given.

@@ -66,8 +66,11 @@ def check_model_dir(model_dir, config, overwrite=False):
     except (OSError, ValueError, tf.errors.OpError):
         stored = None
     current = config.identity()
-    stored_identity = ({k: v for k, v in stored.items() if k not in config_lib.NON_IDENTITY_FIELDS}
-                       if isinstance(stored, dict) else None)
+    stored_identity = None
+    if isinstance(stored, dict):
+        stored = {**config_lib.ADDED_FIELDS, **stored}
+        stored_identity = {k: v for k, v in stored.items()
+                           if k not in config_lib.NON_IDENTITY_FIELDS}
     if stored_identity == current:
         return "resume"
     if overwrite:

@@ -38,3 +38,21 @@ def test_check_model_dir_decisions(tmp_path):
     run_dir.prepare_model_dir(str(foreign), config,
                                run_dir.check_model_dir(str(foreign), config, overwrite=True))
     assert sorted(os.listdir(foreign)) == ["config.json"]
+
+
+def test_a_run_written_before_later_fields_still_resumes(tmp_path):
+    import json
+
+    from supcon_tf import config as config_lib
+    from supcon_tf import run_dir
+
+    config = _config()
+    run = tmp_path / "run"
+    run_dir.prepare_model_dir(str(run), config, "new")
+    stored = json.loads((run / "config.json").read_text())
+    for name in config_lib.ADDED_FIELDS:  # as an older release wrote it
+        del stored[name]
+    (run / "config.json").write_text(json.dumps(stored))
+    assert run_dir.check_model_dir(str(run), config) == "resume"
+    with pytest.raises(run_dir.RunDirectoryError, match="gradient_chunks=1->2"):
+        run_dir.check_model_dir(str(run), dataclasses.replace(config, gradient_chunks=2))
