@@ -246,9 +246,9 @@ def save_on_a_disk_that_fills_up(self, *args, **kwargs):
 
 
 tf.train.CheckpointManager.save = save_on_a_disk_that_fills_up
-from supcon_tf import cli, pretrain
+from supcon_tf import flag_groups, pretrain
 app.run(pretrain.main, argv=["pretrain"] + sys.argv[1:],
-        flags_parser=lambda argv: cli.parse_flags(pretrain.FLAGS, argv))
+        flags_parser=flag_groups.flags_parser(pretrain.FLAGS, pretrain.__doc__))
 """
 
 
