@@ -39,19 +39,31 @@ import time
 import zlib
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from supcon_tf import checkpoint_integrity
 from supcon_tf import checkpointing
 from supcon_tf import config as config_lib
 from supcon_tf import distribute
+from supcon_tf import export
 from supcon_tf import filesystem
 from supcon_tf import monitors
+from supcon_tf import optimizers
 from supcon_tf import preemption
 from supcon_tf import run_dir
 from supcon_tf import run_lock
+from supcon_tf import schedules
 from supcon_tf import train_loop
+from supcon_tf.data import augment
+from supcon_tf.data import image_folders
+from supcon_tf.data import multilabel
+from supcon_tf.data import pipeline
+from supcon_tf.data import sources
 from supcon_tf.evaluation import features
+from supcon_tf.models import resnet
+from supcon_tf.models import supcon_model
+
 
 @dataclasses.dataclass
 class Run:
@@ -88,9 +100,6 @@ def augment_options(config):
 
 def _training_source(config):
     """(the source for `make_dataset`, its `tf.data.Dataset`, skipped unreadable images)."""
-    from supcon_tf.data import multilabel
-    from supcon_tf.data import sources
-
     if multilabel.is_multilabel(config.dataset):
         dataset = multilabel.load_label_sets(config.dataset, config.split, config.data_dir,
                                              manual_dir=config.manual_dir)
@@ -124,9 +133,6 @@ def resolve_eval_split(config):
     Raises:
         ValueError: an explicit `config.eval_split` that the source does not have.
     """
-    from supcon_tf.data import multilabel
-    from supcon_tf.data import sources
-
     # The kNN monitor scores top-1 of one class per image: off for label sets.
     if not config.monitor_examples or multilabel.is_multilabel(config.dataset):
         return None
@@ -181,16 +187,6 @@ def build_run(config, strategy=None, *, channels=None):
         ValueError: a bad configuration (one-line message); `sources.DatasetUnavailableError`
             (a `ValueError`) when the data is not here.
     """
-
-    from supcon_tf import distribute
-    from supcon_tf import optimizers
-    from supcon_tf import schedules
-    from supcon_tf.data import augment
-    from supcon_tf.data import multilabel
-    from supcon_tf.data import sources
-    from supcon_tf.models import resnet
-    from supcon_tf.models import supcon_model
-
     config.validate()
     multi_label = multilabel.is_multilabel(config.dataset)
     if multi_label and config.loss not in supcon_model.MULTI_LABEL_LOSSES:
@@ -295,8 +291,6 @@ def epoch_dataset(run, epoch, skip=0):
     of the source (every example once per epoch over all workers) with its own seeds, in
     per-replica batches of `batch_size / replicas`.
     """
-    from supcon_tf.data import pipeline
-
     config = run.config
     source = run.train_source or config.dataset
     options = dict(training=True, seed=epoch_seed(config.seed, epoch), split=config.split,
@@ -332,7 +326,6 @@ def load_pretrained(model_dir, *, checkpoint=None, strategy=None):
         ValueError: a missing or foreign directory, no checkpoint, or a checkpoint that does
             not match the configured architecture (one line each, naming the fix).
     """
-
     config_path = os.path.join(model_dir, run_dir.CONFIG_FILE)
     facts_path = os.path.join(model_dir, run_dir.FACTS_FILE)
     for path in (config_path, facts_path):
@@ -472,8 +465,6 @@ def _export(run, model_dir):
     (object stores, `ram://`) a directory rename is not atomic and may drop files, so the
     SavedModel is written in place after removing the old one.
     """
-    from supcon_tf import export
-
     saved_model = os.path.join(model_dir, "saved_model")
     target = saved_model + ".tmp" if filesystem.is_local(model_dir) else saved_model
     try:
@@ -495,9 +486,6 @@ def _export(run, model_dir):
 def _data_error(run, error):
     """A one-line `ValueError` naming the unreadable image behind a failure while reading an
     image folder (training or monitor split), or None when that is not the cause."""
-    from supcon_tf.data import image_folders
-    from supcon_tf.data import sources
-
     del error  # The reader's error does not say which file: find it.
     config = run.config
     if not config.dataset.startswith(sources.FOLDER_PREFIX):
@@ -674,11 +662,6 @@ def monitor_arrays(config, split, count, seed):
     Returns:
         (uint8 `[n, S, S, C]` images, int64 `[n]` labels), n <= count.
     """
-    import numpy as np
-
-    from supcon_tf.data import augment
-    from supcon_tf.data import sources
-
     resize = augment.build_augmenter("eval", config.image_size)
     data = sources.load_source(config.dataset, split, data_dir=config.data_dir,
                                manual_dir=config.manual_dir,
@@ -692,8 +675,6 @@ def monitor_arrays(config, split, count, seed):
 
 def _make_knn_monitor(run):
     """A `monitors.KNNAccuracy` on `monitor_examples` train and held-out images, or None."""
-    from supcon_tf import monitors
-
     config = run.config
     if run.eval_split is None:
         return None
