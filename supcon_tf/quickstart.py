@@ -29,16 +29,17 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
 
 from supcon_tf import cli  # noqa: E402
+from supcon_tf import flag_groups  # noqa: E402
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", "runs/quickstart",
-                    "Directory of the runs; results.json, loss.png and tsne.png go there.")
-flags.DEFINE_list("runs", ["untrained", "cross_entropy", "supcon"],
-                  "Run directories under --model_dir, one table row each, in this order.")
-flags.DEFINE_integer("seed", 0, "Seed of the t-SNE maps.")
+FLAGS = flag_groups.new_flag_values()
+define = flag_groups.Definer(FLAGS)
+define.string("model_dir", "runs/quickstart",
+              "Directory of the runs; results.json, loss.png and tsne.png go there.")
+define.list("runs", ["untrained", "cross_entropy", "supcon"],
+            "Run directories under --model_dir, one table row each, in this order.")
+define.integer("seed", 0, "Seed of the t-SNE maps.")
 
 # The per-epoch training losses drawn, those of the objective that trains the encoder.
 TRAINING_LOSSES = ("contrastive_loss", "ce_loss")
@@ -214,4 +215,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=lambda argv: cli.parse_flags(FLAGS, argv))
+    app.run(main, flags_parser=flag_groups.flags_parser(FLAGS, __doc__))

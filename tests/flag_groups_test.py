@@ -13,7 +13,7 @@ import sys
 
 from helpers import REPO
 
-BINARIES = ("pretrain", "linear_eval", "retrieval", "transfer")
+BINARIES = ("pretrain", "linear_eval", "retrieval", "transfer", "quickstart")
 # Group -> its flags; binary -> the groups it uses (what the module docstrings promise).
 GROUPS = {
     "run_directory": {"model_dir", "overwrite", "seed"},
@@ -29,6 +29,7 @@ USES = {
     "linear_eval": ("pretrained", "saved_model", "data", "eval_images", "distribution"),
     "retrieval": ("pretrained", "saved_model", "data", "eval_images", "output"),
     "transfer": ("pretrained", "output"),
+    "quickstart": (),
 }
 
 _DRIVER = """
