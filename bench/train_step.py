@@ -20,6 +20,7 @@ it is missing the bench says so and shows our rows only. Afterwards SimAugment a
 size through `pipeline.make_dataset` (2 views; bench/input.py's measurement) is printed as a
 ratio of the fastest step's consumption (goal >= 2x). Goal: ours >= 1.1x torch.compile's
 images/s at both batch sizes.
+bench/step_profile.py breaks our step of this comparison down by kind of op.
 
 Throughput (`--part throughput`). Both models wrap the same encoder (by default a ResNet-18 with
 the CIFAR stem at 32x32, built twice from the same seed) and train with `fit` and SGD (momentum
