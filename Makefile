@@ -49,7 +49,7 @@ quickstart: $(STAMP)
 	$(PY) -m supcon_tf.quickstart --model_dir=$(QUICKSTART) --runs=untrained,cross_entropy,supcon
 
 # The suite runs in TEST_WORKERS pytest-xdist processes, each taking whole test files (module
-# fixtures are built once); 2 fits a 2-core machine (16 min there instead of 24 serially).
+# fixtures are built once); 2 fits a 2-core machine (15 min there instead of 24 serially).
 TEST_WORKERS ?= 2
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 
