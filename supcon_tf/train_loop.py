@@ -101,7 +101,7 @@ def _checked_logs(model, logs):
 
 def fit(model, strategy, dataset, *, epochs, steps_per_epoch, initial_epoch=0, callbacks=(),
         verbose=1, dataset_for_epoch=None, jit_compile=False, check_finite=True,
-        step_function=None):
+        step_function=None, total_epochs=None):
     """Trains `model` like `keras.Model.fit`, under any strategy.
 
     Args:
@@ -122,6 +122,9 @@ def fit(model, strategy, dataset, *, epochs, steps_per_epoch, initial_epoch=0, c
         step_function: a `make_step_function(model, strategy, ...)` to run instead of a new one
             (whose options then apply): a caller that calls `fit` once per epoch passes the
             same one, so that the step is traced once, not once per call.
+        total_epochs: the run's number of epochs, which the progress bar ("Epoch 3/30") and
+            the callbacks' `params["epochs"]` show; defaults to `epochs`. A caller that calls
+            `fit` once per epoch passes the whole run's.
 
     Returns:
         The `keras.callbacks.History` of the run.
@@ -132,7 +135,7 @@ def fit(model, strategy, dataset, *, epochs, steps_per_epoch, initial_epoch=0, c
     """
     callback_list = keras.callbacks.CallbackList(
         list(callbacks), add_history=True, add_progbar=verbose != 0, model=model,
-        verbose=verbose, epochs=epochs, steps=steps_per_epoch)
+        verbose=verbose, epochs=total_epochs or epochs, steps=steps_per_epoch)
     step = step_function or make_step_function(model, strategy, jit_compile=jit_compile,
                                                check_finite=check_finite)
     model.stop_training = False

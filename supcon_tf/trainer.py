@@ -579,7 +579,7 @@ def _train(run, model_dir, log, watcher, work_dir=None):
                 run.model, run.strategy, None, initial_epoch=epoch, epochs=epoch + 1,
                 steps_per_epoch=steps, callbacks=callbacks, verbose=config.verbose,
                 dataset_for_epoch=lambda e, skip=skip: epoch_dataset(run, e, skip=skip),
-                step_function=step_function)
+                step_function=step_function, total_epochs=-(-run.total_steps // spe))
         except preemption.Preempted as e:
             preempted = e
             break

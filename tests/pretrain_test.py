@@ -29,7 +29,8 @@ from helpers import user_stderr_lines
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     model_dir = str(tmp_path_factory.mktemp("pretrain") / "run")
-    result = run_binary("supcon_tf.pretrain", *TINY_ARGS, f"--model_dir={model_dir}")
+    result = run_binary("supcon_tf.pretrain", *TINY_ARGS, f"--model_dir={model_dir}",
+                        "--verbose=2")
     assert result.returncode == 0, result.stderr[-3000:]
     return model_dir, result
 
@@ -50,6 +51,9 @@ def test_writes_results_checkpoints_logs_and_saved_model(tiny_run):
     assert 0.0 <= results["probe_accuracy"] <= 1.0
     assert results["signatures"] == ["classify", "embed", "project"]
     assert "done: 8 steps" in result.stdout
+    # One fit call per epoch; the progress lines count the run's epochs.
+    assert [line for line in result.stdout.splitlines() if line.startswith("Epoch")] == [
+        "Epoch 1/2", "Epoch 2/2"]
     with open(os.path.join(model_dir, "history.json")) as f:
         history = json.load(f)
     assert history["epoch"] == [1, 2] and history["step"] == [4, 8]

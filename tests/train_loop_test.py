@@ -158,3 +158,14 @@ def test_divergence_stops_at_the_first_non_finite_step_before_any_callback():
     assert str(error.value).startswith("non-finite ") and f"at step {first_bad}" in \
         str(error.value)
     assert len(seen) == first_bad - 1 and all(seen)
+
+
+def test_progress_shows_the_runs_epochs_when_fit_is_called_once_per_epoch(capsys):
+    model = _model()
+    strategy = tf.distribute.get_strategy()
+    step = train_loop.make_step_function(model, strategy)
+    for epoch in range(2):
+        train_loop.fit(model, strategy, _dataset(*_data()), initial_epoch=epoch, epochs=epoch + 1,
+                       steps_per_epoch=STEPS, verbose=2, step_function=step, total_epochs=5)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Epoch")]
+    assert lines == ["Epoch 1/5", "Epoch 2/5"]
