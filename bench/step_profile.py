@@ -24,6 +24,7 @@ import glob
 import os
 import re
 import shlex
+import statistics
 import sys
 import tempfile
 import time
@@ -35,9 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import train_step  # noqa: E402  (bench/train_step.py: the step, batches and timer it uses)
-from supcon_tf.models import resnet  # noqa: E402
-from supcon_tf.models.supcon_model import SupConModel  # noqa: E402
+import train_step  # noqa: E402  (bench/train_step.py: the model, batches and timer it uses)
 
 # (kind, predicate on (op type, op name)), first match wins.
 _KINDS = (
@@ -99,29 +98,23 @@ def _matmul_gflops(size, repeats=10):
         start = time.perf_counter()
         product(a, b).numpy()
         seconds.append(time.perf_counter() - start)
-    seconds.sort()
-    return 2.0 * size**3 / seconds[len(seconds) // 2] * 1e-9
+    return 2.0 * size**3 / statistics.median(seconds) * 1e-9
 
 
 def profile(args):
     """Profiles the step; returns ({kind: seconds per step}, {conv kind: GFLOP/s}, step
     seconds per step (median), op seconds per step)."""
     (views, labels), _ = train_step._batches(args.batch, args.views, 32, 10)
-    dataset = train_step._repeated(views, labels)
-    keras.utils.set_random_seed(0)
-    encoder = resnet.resnet(18, (32, 32, 3), stem="cifar")
-    model = SupConModel(encoder, loss="supcon", temperature=train_step._TEMPERATURE,
-                        projection_units=train_step._PEER_UNITS, num_classes=None)
-    model.compile(optimizer=train_step._sgd(), jit_compile=False)
-    run = train_step._keras_step_runner(model, dataset)
+    model = train_step.peer_model(32, jit_compile=False, num_classes=None)
+    run = train_step._keras_step_runner(model, train_step._repeated(views, labels))
     run(args.warmup)
     with tempfile.TemporaryDirectory() as logdir:
         tf.profiler.experimental.start(logdir)
-        step_seconds = sorted(wall for wall, _ in run(args.steps))
+        step_seconds = [wall for wall, _ in run(args.steps)]
         tf.profiler.experimental.stop()
         ops = _read_profile(logdir)
 
-    flops = _conv_flops(encoder, args.views * args.batch)
+    flops = _conv_flops(model.encoder, args.views * args.batch)
     layer_of = re.compile(r"/(" + "|".join(map(re.escape, flops)) + r")(?:_\d+)?/")
     seconds = collections.Counter()
     conv_flops = collections.Counter()
@@ -132,7 +125,7 @@ def profile(args):
         if kind in _CONV_KINDS:
             conv_flops[kind] += flops[layer_of.search(name).group(1)] / args.steps
     gflops = {kind: conv_flops[kind] / seconds[kind] * 1e-9 for kind in _CONV_KINDS}
-    return (seconds, gflops, step_seconds[len(step_seconds) // 2],
+    return (seconds, gflops, statistics.median(step_seconds),
             sum(duration for _, _, duration in ops) / args.steps)
 
 

@@ -387,20 +387,28 @@ def _with_keras_batch_norm(encoder):
     return stock
 
 
+def peer_model(image_size, jit_compile, keras_batch_norm=False, **kwargs):
+    """Our side of the PyTorch comparison, compiled: `SupConModel` on a seeded ResNet-18 (CIFAR
+    stem), head 512 -> 512 -> 128, tau 0.1, SGD momentum; `keras_batch_norm` swaps in Keras'
+    own BatchNormalization; `kwargs` go to `SupConModel` (e.g. `num_classes`)."""
+    keras.utils.set_random_seed(0)
+    encoder = resnet.resnet(18, (image_size, image_size, 3), stem="cifar")
+    if keras_batch_norm:
+        encoder = _with_keras_batch_norm(encoder)
+    model = SupConModel(encoder, loss="supcon", temperature=_TEMPERATURE,
+                        projection_units=_PEER_UNITS, **kwargs)
+    model.compile(optimizer=_sgd(), jit_compile=jit_compile)
+    return model
+
+
 def _peer_runners(args, batch, torch):
     """{row name: run(steps) -> seconds per step} for one batch size: ours, then the peers."""
     (views, labels), _ = _batches(batch, args.views, args.image_size, args.num_classes)
     dataset = _repeated(views, labels)
 
-    def ours(keras_batch_norm=False, **kwargs):
-        keras.utils.set_random_seed(0)
-        encoder = resnet.resnet(18, (args.image_size, args.image_size, 3), stem="cifar")
-        if keras_batch_norm:
-            encoder = _with_keras_batch_norm(encoder)
-        model = SupConModel(encoder, loss="supcon", temperature=_TEMPERATURE,
-                            projection_units=_PEER_UNITS, **kwargs)
-        model.compile(optimizer=_sgd(), jit_compile=args.jit_compile)
-        return _keras_step_runner(model, dataset)
+    def ours(**kwargs):
+        return _keras_step_runner(peer_model(args.image_size, args.jit_compile, **kwargs),
+                                  dataset)
 
     runners = {"supcon_tf (SupConModel.fit)": ours(num_classes=None)}
     if args.peer_probe:
